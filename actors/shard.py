@@ -1,0 +1,85 @@
+"""ConversationShard: a Ray actor hosting many conversations (virtual actors).
+
+A thin shim over `chatapp.chat.hot.ConversationStore`: it owns a database engine and
+passivates idle conversations in the background. Ray restarts a dead shard
+(`max_restarts=-1`); it comes back empty and re-activates conversations from SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+import ray
+
+from chatapp.chat.hot import ConversationStore, TurnStart
+from chatapp.chat.schemas import MessagePublic
+from chatapp.config import Settings
+from chatapp.db.engine import make_engine, make_sessionmaker
+
+logger = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=1000)
+class ConversationShard:
+    def __init__(self, settings: Settings, index: int) -> None:
+        self._index = index
+        self._engine = make_engine(settings.database)
+        self._store = ConversationStore(
+            sessionmaker=make_sessionmaker(self._engine),
+            hot_turns=settings.shards.hot_turns,
+            max_hot=settings.shards.max_hot,
+            idle_timeout_s=settings.shards.idle_timeout_s,
+        )
+        self._sweep_every = min(60.0, settings.shards.idle_timeout_s / 2)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_every)
+            with contextlib.suppress(Exception):
+                if n := self._store.passivate_idle():
+                    logger.info("shard %d passivated %d idle conversations", self._index, n)
+
+    async def ping(self) -> int:
+        self._ensure_sweeper()
+        return self._index
+
+    async def hot_ids(self) -> list[uuid.UUID]:
+        return self._store.hot_ids()
+
+    async def begin_turn(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
+    ) -> TurnStart:
+        self._ensure_sweeper()
+        return await self._store.begin_turn(
+            conversation_id=conversation_id, user_id=user_id, content=content
+        )
+
+    async def finish_turn(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, **reply: object
+    ) -> MessagePublic:
+        return await self._store.finish_turn(
+            conversation_id=conversation_id,
+            user_id=user_id,
+            **reply,  # type: ignore[arg-type]
+        )
+
+    async def abort_turn(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, user_seq: int
+    ) -> None:
+        await self._store.abort_turn(
+            conversation_id=conversation_id, user_id=user_id, user_seq=user_seq
+        )
+
+    async def delete(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        await self._store.delete(conversation_id=conversation_id, user_id=user_id)
+
+    async def passivate_idle(self) -> int:
+        return self._store.passivate_idle()

@@ -1,0 +1,241 @@
+"""Hot conversation state: the logic of a conversation shard, without Ray.
+
+Many conversations live in one store (virtual actors). A conversation is activated
+from SQL on first use, holds its recent messages and next sequence number, and is
+passivated when idle or when the store is over capacity. Every append is written
+through to SQL before it is acknowledged; SQL stays the source of truth. One turn at a
+time per conversation: a second concurrent turn gets `Conflict`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chatapp.chat import repository
+from chatapp.chat.schemas import MessagePublic
+from chatapp.errors import Conflict
+from chatapp.llm.base import ChatMessage
+
+_TITLE_CHARS = 60
+_STALE_TURN_S = 900.0  # a turn left open this long (its ingress died) no longer blocks
+
+
+@dataclass(slots=True)
+class HotConversation:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    title: str
+    next_seq: int
+    recent: deque[ChatMessage]
+    last_used: float
+    turn_started: float | None = None
+    turn_set_title: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """What the ingress needs to run a turn: the stored user message and the history."""
+
+    user_message: MessagePublic
+    history: list[ChatMessage]
+    reply_seq: int
+
+
+class ConversationStore:
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        hot_turns: int,
+        max_hot: int,
+        idle_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._hot_turns = hot_turns
+        self._max_hot = max_hot
+        self._idle_timeout_s = idle_timeout_s
+        self._clock = clock
+        self._hot: OrderedDict[uuid.UUID, HotConversation] = OrderedDict()
+        self._activating: dict[uuid.UUID, asyncio.Lock] = {}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def hot_ids(self) -> list[uuid.UUID]:
+        return list(self._hot)
+
+    async def _activate(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> HotConversation:
+        hot = self._hot.get(conversation_id)
+        if hot is None:
+            lock = self._activating.setdefault(conversation_id, asyncio.Lock())
+            async with lock:
+                hot = self._hot.get(conversation_id)
+                if hot is None:
+                    hot = await self._load(conversation_id, user_id)
+                    self._hot[conversation_id] = hot
+                    self._evict_over_capacity()
+            self._activating.pop(conversation_id, None)
+        elif hot.user_id != user_id:
+            # Same answer as for a missing conversation: never confirm someone else's id.
+            async with self._sessionmaker() as session:
+                await repository.get_conversation(
+                    session=session, user_id=user_id, conversation_id=conversation_id
+                )
+        self._hot.move_to_end(conversation_id)
+        hot.last_used = self._clock()
+        return hot
+
+    async def _load(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> HotConversation:
+        async with self._sessionmaker() as session:
+            conversation = await repository.get_conversation(
+                session=session, user_id=user_id, conversation_id=conversation_id
+            )
+            rows, _ = await repository.list_messages(
+                session=session, conversation_id=conversation_id, limit=self._hot_turns
+            )
+        return HotConversation(
+            id=conversation_id,
+            user_id=user_id,
+            title=conversation.title,
+            next_seq=rows[-1].seq + 1 if rows else 0,
+            recent=deque(
+                (ChatMessage(r.role, r.content) for r in rows),  # type: ignore[arg-type]
+                maxlen=self._hot_turns,
+            ),
+            last_used=self._clock(),
+        )
+
+    def _evict_over_capacity(self) -> None:
+        for conversation_id in list(self._hot):
+            if len(self._hot) <= self._max_hot:
+                return
+            if self._hot[conversation_id].turn_started is None:
+                del self._hot[conversation_id]
+
+    def passivate_idle(self) -> int:
+        """Drop conversations idle longer than the timeout; returns how many."""
+        cutoff = self._clock() - self._idle_timeout_s
+        idle = [
+            cid
+            for cid, hot in self._hot.items()
+            if hot.last_used < cutoff and hot.turn_started is None
+        ]
+        for cid in idle:
+            del self._hot[cid]
+        return len(idle)
+
+    def forget(self, conversation_id: uuid.UUID) -> None:
+        self._hot.pop(conversation_id, None)
+
+    async def delete(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """Delete the conversation and its messages (the owner's only)."""
+        async with self._sessionmaker() as session:
+            await repository.delete_conversation(
+                session=session, user_id=user_id, conversation_id=conversation_id
+            )
+        self.forget(conversation_id)
+
+    # -- turns -----------------------------------------------------------------------
+
+    async def begin_turn(
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
+    ) -> TurnStart:
+        """Store the user's message and return the history the prompt is built from."""
+        hot = await self._activate(conversation_id, user_id)
+        async with hot.lock:
+            now = self._clock()
+            if hot.turn_started is not None and now - hot.turn_started < _STALE_TURN_S:
+                raise Conflict(
+                    "a reply is still being generated in this conversation; wait for it or "
+                    "stop it before sending another message"
+                )
+            title = content.strip().splitlines()[0][:_TITLE_CHARS] if not hot.title else None
+            message = await self._write(hot, role="user", content=content, title=title)
+            if title is not None:
+                hot.title = title
+            hot.turn_started = now
+            hot.turn_set_title = title is not None
+            return TurnStart(user_message=message, history=list(hot.recent), reply_seq=hot.next_seq)
+
+    async def finish_turn(
+        self,
+        *,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        content: str,
+        status: str,
+        finish_reason: str | None,
+        model: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> MessagePublic:
+        """Store the reply (whole, or partial and marked incomplete) and end the turn."""
+        hot = await self._activate(conversation_id, user_id)
+        async with hot.lock:
+            try:
+                return await self._write(
+                    hot,
+                    role="assistant",
+                    content=content,
+                    status=status,
+                    finish_reason=finish_reason,
+                    model=model,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                )
+            finally:
+                hot.turn_started = None
+
+    async def abort_turn(
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, user_seq: int
+    ) -> None:
+        """Undo a turn that produced nothing: its user message goes, as if never sent."""
+        hot = await self._activate(conversation_id, user_id)
+        async with hot.lock:
+            try:
+                async with self._sessionmaker() as session:
+                    undone = await repository.delete_last_message(
+                        session=session,
+                        conversation_id=conversation_id,
+                        seq=user_seq,
+                        reset_title=hot.turn_set_title,
+                    )
+            finally:
+                hot.turn_started = None
+            if undone and hot.next_seq == user_seq + 1:
+                hot.next_seq = user_seq
+                hot.recent.pop()
+                if hot.turn_set_title:
+                    hot.title = ""
+            elif undone:
+                self.forget(conversation_id)
+
+    async def _write(
+        self, hot: HotConversation, *, role: str, content: str, **fields: object
+    ) -> MessagePublic:
+        try:
+            async with self._sessionmaker() as session:
+                row = await repository.append_message(
+                    session=session,
+                    conversation_id=hot.id,
+                    seq=hot.next_seq,
+                    role=role,
+                    content=content,
+                    **fields,  # type: ignore[arg-type]
+                )
+        except Exception:
+            # Whatever happened (a stale copy, a deleted conversation), SQL is the truth:
+            # the next use re-activates from it.
+            self.forget(hot.id)
+            raise
+        hot.next_seq += 1
+        hot.recent.append(ChatMessage(role, content))  # type: ignore[arg-type]
+        return MessagePublic.model_validate(row)

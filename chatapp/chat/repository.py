@@ -1,0 +1,195 @@
+"""Conversation storage: keyword-only functions over an AsyncSession.
+
+Reads page by keyset (never load a whole conversation); writes rely on the unique
+(conversation_id, seq) constraint so a stale writer gets `Conflict`, never overwrites.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatapp.db.models import Conversation, Message, User, utcnow
+from chatapp.errors import Conflict, InvalidRequest, NotFound
+
+
+async def get_or_create_user(*, session: AsyncSession, email: str) -> User:
+    user = await session.scalar(select(User).where(User.email == email))
+    if user is not None:
+        return user
+    user = User(email=email, display_name=email.split("@", 1)[0])
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:  # created concurrently by another process
+        await session.rollback()
+        user = await session.scalar(select(User).where(User.email == email))
+        assert user is not None
+    return user
+
+
+async def create_conversation(
+    *, session: AsyncSession, user_id: uuid.UUID, title: str = ""
+) -> Conversation:
+    conversation = Conversation(user_id=user_id, title=title.strip())
+    session.add(conversation)
+    await session.commit()
+    return conversation
+
+
+async def get_conversation(
+    *, session: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID
+) -> Conversation:
+    """The user's conversation; someone else's is reported exactly like a missing one."""
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None or conversation.user_id != user_id:
+        raise NotFound(f"conversation {conversation_id} not found")
+    return conversation
+
+
+def _encode_cursor(updated_at: datetime, conversation_id: uuid.UUID) -> str:
+    raw = f"{updated_at.isoformat()}|{conversation_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, ident = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("invalid cursor: pass the next_cursor of a previous page") from exc
+
+
+async def list_conversations(
+    *, session: AsyncSession, user_id: uuid.UUID, limit: int, cursor: str | None = None
+) -> tuple[list[Conversation], str | None]:
+    """Newest first; returns the page and the cursor of the next one."""
+    query = select(Conversation).where(Conversation.user_id == user_id)
+    if cursor:
+        stamp, ident = _decode_cursor(cursor)
+        query = query.where(
+            (Conversation.updated_at < stamp)
+            | ((Conversation.updated_at == stamp) & (Conversation.id < ident))
+        )
+    query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit + 1)
+    rows = list((await session.scalars(query)).all())
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return rows, _encode_cursor(rows[-1].updated_at, rows[-1].id)
+    return rows, None
+
+
+async def rename_conversation(
+    *, session: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID, title: str
+) -> Conversation:
+    conversation = await get_conversation(
+        session=session, user_id=user_id, conversation_id=conversation_id
+    )
+    conversation.title = title.strip()
+    await session.commit()
+    return conversation
+
+
+async def delete_conversation(
+    *, session: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID
+) -> None:
+    await get_conversation(session=session, user_id=user_id, conversation_id=conversation_id)
+    await session.execute(delete(Message).where(Message.conversation_id == conversation_id))
+    await session.execute(delete(Conversation).where(Conversation.id == conversation_id))
+    await session.commit()
+
+
+async def list_messages(
+    *,
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    limit: int,
+    before: int | None = None,
+) -> tuple[list[Message], bool]:
+    """The `limit` messages before sequence `before` (newest if unset), oldest first."""
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if before is not None:
+        query = query.where(Message.seq < before)
+    query = query.order_by(Message.seq.desc()).limit(limit + 1)
+    rows = list((await session.scalars(query)).all())
+    has_more = len(rows) > limit
+    return list(reversed(rows[:limit])), has_more
+
+
+async def append_message(
+    *,
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    seq: int,
+    role: str,
+    content: str,
+    status: str = "complete",
+    finish_reason: str | None = None,
+    model: str | None = None,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    title: str | None = None,
+) -> Message:
+    """Insert message `seq` and touch the conversation, in one transaction.
+
+    `Conflict` when `seq` is taken (a stale writer) or the conversation is gone.
+    """
+    message = Message(
+        conversation_id=conversation_id,
+        seq=seq,
+        role=role,
+        content=content,
+        status=status,
+        finish_reason=finish_reason,
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
+    session.add(message)
+    values: dict[str, object] = {"updated_at": utcnow()}
+    if title is not None:
+        values["title"] = title
+    try:
+        await session.flush()
+        touched = await session.execute(
+            update(Conversation).where(Conversation.id == conversation_id).values(**values)
+        )
+        if touched.rowcount == 0:  # type: ignore[attr-defined]
+            raise NotFound(f"conversation {conversation_id} not found")
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise Conflict(
+            f"message {seq} of conversation {conversation_id} was already written by another "
+            "writer; reload the conversation and retry"
+        ) from exc
+    except NotFound:
+        await session.rollback()
+        raise
+    return message
+
+
+async def delete_last_message(
+    *, session: AsyncSession, conversation_id: uuid.UUID, seq: int, reset_title: bool
+) -> bool:
+    """Undo message `seq` if it is still the conversation's last; True when it was."""
+    newer = await session.scalar(
+        select(Message.id).where(Message.conversation_id == conversation_id, Message.seq > seq)
+    )
+    if newer is not None:
+        return False
+    result = await session.execute(
+        delete(Message).where(Message.conversation_id == conversation_id, Message.seq == seq)
+    )
+    if reset_title:
+        await session.execute(
+            update(Conversation).where(Conversation.id == conversation_id).values(title="")
+        )
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,91 @@
+"""Chat API schemas: separate Create / Update / Public models; internal models forbid
+unknown fields."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from chatapp.llm.base import Role
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConversationCreate(_Strict):
+    title: str = Field(
+        "",
+        max_length=200,
+        description="Shown in the sidebar; set from the first message when empty.",
+    )
+
+
+class ConversationUpdate(_Strict):
+    title: str = Field(..., min_length=1, max_length=200)
+
+
+class ConversationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationPublic]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class MessagePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    seq: int
+    role: Role
+    content: str
+    status: str = Field(description="'complete', or 'incomplete' for a reply cut short.")
+    finish_reason: str | None = None
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    created_at: datetime
+
+
+class ConversationDetail(ConversationPublic):
+    messages: list[MessagePublic]
+    has_more: bool = Field(description="Older messages exist: pass `before=<first seq>`.")
+
+
+class MessageCreate(_Strict):
+    content: str = Field(..., min_length=1, description="The user's message.")
+    stream: bool = Field(True, description="Server-sent events (default) or one JSON reply.")
+    max_tokens: int | None = Field(None, ge=1, le=8192, description="Longest reply.")
+    temperature: float | None = Field(None, ge=0, le=2)
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the message is empty")
+        return value
+
+
+class TurnResult(BaseModel):
+    """A finished turn: the stored user message and reply."""
+
+    user_message: MessagePublic
+    message: MessagePublic

@@ -1,0 +1,67 @@
+"""Database engine, sessions and migrations. Nothing here runs at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from chatapp.config import DatabaseSettings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(settings: DatabaseSettings) -> AsyncEngine:
+    """An async engine for `settings`; SQLite gets foreign keys, WAL and a busy timeout."""
+    url = settings.resolved_url()
+    kwargs: dict[str, Any] = {"echo": settings.echo}
+    if _is_sqlite(url):
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs.update(
+            pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True
+        )
+    engine = create_async_engine(url, **kwargs)
+    if _is_sqlite(url):
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    return engine
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(settings: DatabaseSettings) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["database_settings"] = settings
+    return cfg
+
+
+def migrate(settings: DatabaseSettings, revision: str = "head") -> None:
+    """Apply migrations up to `revision` (blocking; call from a thread inside a loop)."""
+    if _is_sqlite(settings.resolved_url()):
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(settings), revision)

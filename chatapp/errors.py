@@ -1,0 +1,101 @@
+"""ChatApp's exception tree. Lower-level errors are translated at one boundary each.
+
+    ChatAppError
+    ├── NotFound              unknown or foreign object (404)
+    ├── PermissionDenied      authenticated but not allowed (403)
+    ├── InvalidRequest        the request cannot be served as asked (422)
+    ├── PayloadTooLarge       body over the configured limit (413)
+    ├── Conflict              a concurrent or stale write lost (409)
+    ├── RateLimited           slow down; carries retry_after (429)
+    ├── ServiceUnavailable    a part is starting or restarting (503)
+    └── ProviderError         an LLM backend failed (502)
+        ├── ProviderTimeout
+        ├── ProviderRateLimited
+        ├── ProviderAuth
+        └── ContextWindowExceeded   prompt too long for the model (400)
+
+The core raises these; only the ingress maps them to HTTP status codes.
+"""
+
+from __future__ import annotations
+
+
+class ChatAppError(Exception):
+    """Base of every error ChatApp raises on purpose."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep subclass fields when the error crosses a Ray boundary.
+        return (_rebuild, (type(self), self.__dict__))
+
+
+def _rebuild(cls: type[ChatAppError], state: dict[str, object]) -> ChatAppError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, state.get("message", ""))
+    err.__dict__.update(state)
+    return err
+
+
+class NotFound(ChatAppError):
+    code = "not_found"
+
+
+class PermissionDenied(ChatAppError):
+    code = "permission_denied"
+
+
+class InvalidRequest(ChatAppError):
+    code = "invalid_request"
+
+
+class PayloadTooLarge(ChatAppError):
+    code = "payload_too_large"
+
+
+class Conflict(ChatAppError):
+    code = "conflict"
+
+
+class RateLimited(ChatAppError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(ChatAppError):
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderError(ChatAppError):
+    code = "provider_error"
+
+
+class ProviderTimeout(ProviderError):
+    code = "provider_timeout"
+
+
+class ProviderRateLimited(ProviderError):
+    code = "provider_rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderAuth(ProviderError):
+    code = "provider_auth"
+
+
+class ContextWindowExceeded(ProviderError):
+    code = "context_window_exceeded"

@@ -1,0 +1,116 @@
+"""The one engine interface every self-hosted model implements.
+
+An engine turns a list of chat messages into a stream of typed chunks: zero or more
+`TextDelta`, then exactly one `Finish` carrying usage and the finish reason. The whole
+answer, when a caller wants it, is collected from that stream (`collect`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """Generated text; after coalescing it may hold many tokens."""
+
+    text: str
+    tokens: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The last chunk of every stream."""
+
+    finish_reason: str  # "stop" | "length" | "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    """Ends a stream that failed after text was already sent (no Finish follows)."""
+
+    code: str
+    message: str
+
+
+Chunk = TextDelta | Finish | StreamError
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole answer collected from a stream."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str = ""
+    parts: list[str] = field(default_factory=list)
+
+
+class ChatEngine(abc.ABC):
+    """A model that streams chat completions. Implementations: llama.cpp, vLLM, simulated."""
+
+    model_name: str
+    context_window: int
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Load weights; called once before the first request."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+    @abc.abstractmethod
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Prompt tokens of `messages` as this model sees them (chat template included)."""
+
+    @abc.abstractmethod
+    def stream(
+        self, messages: Sequence[ChatMessage], params: SamplingParams
+    ) -> AsyncIterator[TextDelta | Finish]:
+        """Generate a reply; the prompt is already fitted to `context_window`."""
+
+
+async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
+    """Collect a stream into one `Completion`; a `StreamError` is raised as ProviderError."""
+    from chatapp.errors import ProviderError
+
+    parts: list[str] = []
+    async for chunk in chunks:
+        if isinstance(chunk, TextDelta):
+            parts.append(chunk.text)
+        elif isinstance(chunk, Finish):
+            return Completion(
+                text="".join(parts),
+                finish_reason=chunk.finish_reason,
+                prompt_tokens=chunk.prompt_tokens,
+                completion_tokens=chunk.completion_tokens,
+                model=chunk.model,
+                parts=parts,
+            )
+        else:
+            raise ProviderError(chunk.message)
+    raise ProviderError("the model stream ended without a finish event")

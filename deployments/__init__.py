@@ -1,0 +1,1 @@
+"""Ray Serve deployments: thin shims over the `chatapp` core."""

@@ -1,0 +1,46 @@
+"""The application builder: settings in, the composed Serve application out.
+
+`serve_config.yaml` names `deployments.app:build_app` as its import_path; `args:` there
+are settings overrides by section, e.g. ``{"llm": {"engine": "simulated"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from chatapp.config import Settings
+from chatapp.db.engine import migrate
+from deployments.ingress.app import ChatIngress
+from deployments.llm_server import SelfHostedLLM
+from deployments.router import ChatRouter
+
+
+def compose(settings: Settings) -> Application:
+    """Bind the deployments for `settings` (no side effects)."""
+    logging_config = {"enable_access_log": settings.serve.access_log}
+    llm = SelfHostedLLM.options(  # type: ignore[attr-defined]
+        num_replicas=settings.llm.num_replicas,
+        max_ongoing_requests=settings.llm.max_ongoing_requests,
+        ray_actor_options={"num_cpus": settings.llm.num_cpus, "num_gpus": settings.llm.num_gpus},
+        logging_config=logging_config,
+    ).bind(settings.llm, settings.serve)
+    router = ChatRouter.options(  # type: ignore[attr-defined]
+        max_ongoing_requests=settings.serve.router_max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0},
+        logging_config=logging_config,
+    ).bind(llm)
+    return ChatIngress.options(  # type: ignore[attr-defined,no-any-return]
+        num_replicas=settings.serve.ingress_replicas,
+        max_ongoing_requests=settings.serve.ingress_max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0},
+        logging_config=logging_config,
+    ).bind(settings, router)
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """Validate settings once, apply database migrations, compose the application."""
+    settings = Settings.from_overrides(args)
+    migrate(settings.database)
+    return compose(settings)

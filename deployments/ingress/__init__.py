@@ -1,0 +1,1 @@
+"""The HTTP ingress: FastAPI inside Ray Serve."""

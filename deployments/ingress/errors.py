@@ -1,0 +1,107 @@
+"""The one place errors become HTTP: status codes and the OpenAI error envelope
+``{"error": {"message", "type", "param", "code"}}`` on every route."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray.exceptions import RayTaskError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from chatapp import errors
+
+logger = logging.getLogger(__name__)
+
+_STATUS: list[tuple[type[errors.ChatAppError], int]] = [
+    (errors.NotFound, 404),
+    (errors.PermissionDenied, 403),
+    (errors.ContextWindowExceeded, 400),
+    (errors.InvalidRequest, 422),
+    (errors.PayloadTooLarge, 413),
+    (errors.Conflict, 409),
+    (errors.RateLimited, 429),
+    (errors.ServiceUnavailable, 503),
+    (errors.ProviderTimeout, 504),
+    (errors.ProviderError, 502),
+]
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The original error behind a Ray task failure."""
+    while isinstance(exc, RayTaskError):
+        cause = exc.cause
+        if cause is None or cause is exc:
+            break
+        exc = cause
+    return exc
+
+
+def status_of(exc: errors.ChatAppError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def envelope(
+    message: str, *, type_: str, code: str | None, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, body and headers for any exception (unknown ones are a logged 500)."""
+    exc = unwrap(exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, errors.ChatAppError):
+        status = status_of(exc)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(retry_after)))
+        type_ = "invalid_request_error" if status < 500 else "server_error"
+        return status, envelope(exc.message, type_=type_, code=exc.code), headers
+    logger.exception("unhandled error", exc_info=exc)
+    return (
+        500,
+        envelope("internal server error", type_="server_error", code="internal_error"),
+        headers,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_error(_request: Request, exc: Exception) -> JSONResponse:
+        status, body, headers = error_body(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def on_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = (
+            f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
+        )
+        body = envelope(
+            message, type_="invalid_request_error", code="invalid_body", param=where or None
+        )
+        body["error"]["details"] = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(body, status_code=422)
+
+    async def on_http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            envelope(str(exc.detail), type_="invalid_request_error", code=code),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    app.add_exception_handler(RequestValidationError, on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, on_http)  # type: ignore[arg-type]
+    app.add_exception_handler(errors.ChatAppError, on_error)
+    app.add_exception_handler(RayTaskError, on_error)
+    app.add_exception_handler(Exception, on_error)

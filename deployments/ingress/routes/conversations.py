@@ -1,0 +1,190 @@
+"""/api/conversations: create, list (paged), read (messages paged), rename, delete, and
+post a message answered by a stream of server-sent events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from chatapp.chat import repository
+from chatapp.chat.schemas import (
+    ConversationCreate,
+    ConversationDetail,
+    ConversationPage,
+    ConversationPublic,
+    ConversationUpdate,
+    MessageCreate,
+    MessagePublic,
+    TurnResult,
+)
+from chatapp.errors import InvalidRequest
+from chatapp.llm.base import TextDelta
+from deployments.ingress.deps import CurrentUser, SessionDep, StateDep
+from deployments.ingress.errors import error_body
+from deployments.ingress.turns import TurnDone, TurnEvent, TurnFailed, TurnStarted, sampling_params
+
+router = APIRouter(prefix="/api/conversations", tags=["conversations"])
+
+
+@router.post("", status_code=201)
+async def create_conversation(
+    body: ConversationCreate, user: CurrentUser, session: SessionDep
+) -> ConversationPublic:
+    conversation = await repository.create_conversation(
+        session=session, user_id=user.id, title=body.title
+    )
+    return ConversationPublic.model_validate(conversation)
+
+
+@router.get("")
+async def list_conversations(
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> ConversationPage:
+    rows, next_cursor = await repository.list_conversations(
+        session=session, user_id=user.id, limit=limit, cursor=cursor
+    )
+    return ConversationPage(
+        items=[ConversationPublic.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/{conversation_id}")
+async def get_conversation(
+    conversation_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(ge=0, description="Messages with seq below this.")] = None,
+) -> ConversationDetail:
+    conversation = await repository.get_conversation(
+        session=session, user_id=user.id, conversation_id=conversation_id
+    )
+    rows, has_more = await repository.list_messages(
+        session=session, conversation_id=conversation_id, limit=limit, before=before
+    )
+    return ConversationDetail(
+        **ConversationPublic.model_validate(conversation).model_dump(),
+        messages=[MessagePublic.model_validate(r) for r in rows],
+        has_more=has_more,
+    )
+
+
+@router.patch("/{conversation_id}")
+async def rename_conversation(
+    conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, session: SessionDep
+) -> ConversationPublic:
+    conversation = await repository.rename_conversation(
+        session=session, user_id=user.id, conversation_id=conversation_id, title=body.title
+    )
+    return ConversationPublic.model_validate(conversation)
+
+
+@router.delete("/{conversation_id}", status_code=204)
+async def delete_conversation(
+    conversation_id: uuid.UUID, user: CurrentUser, state: StateDep
+) -> Response:
+    await state.shards.call(conversation_id, "delete", user.id)
+    return Response(status_code=204)
+
+
+def _usage(message: MessagePublic) -> dict[str, int]:
+    return {
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "total_tokens": message.prompt_tokens + message.completion_tokens,
+    }
+
+
+def _done_payload(message: MessagePublic) -> dict[str, object]:
+    return {
+        "message_id": str(message.id),
+        "seq": message.seq,
+        "finish_reason": message.finish_reason,
+        "model": message.model,
+        "usage": _usage(message),
+    }
+
+
+def _sse(event: TurnEvent) -> ServerSentEvent:
+    if isinstance(event, TextDelta):
+        return ServerSentEvent(json.dumps({"text": event.text}), event="token")
+    if isinstance(event, TurnStarted):
+        return ServerSentEvent(
+            json.dumps(
+                {"user_message_id": str(event.user_message.id), "seq": event.user_message.seq}
+            ),
+            event="start",
+        )
+    if isinstance(event, TurnDone):
+        return ServerSentEvent(json.dumps(_done_payload(event.message)), event="done")
+    _, body, _ = error_body(event.error)
+    if event.message is not None:
+        body["message_id"] = str(event.message.id)
+        body["status"] = "incomplete"
+    return ServerSentEvent(json.dumps(body), event="error")
+
+
+@router.post(
+    "/{conversation_id}/messages",
+    responses={
+        200: {
+            "description": "`text/event-stream` of `start`, `token`... and a final "
+            "`done` (message id, usage, finish reason) or `error` event; "
+            "JSON when `stream` is false."
+        }
+    },
+)
+async def post_message(
+    conversation_id: uuid.UUID, body: MessageCreate, user: CurrentUser, state: StateDep
+) -> Response:
+    if len(body.content) > state.settings.chat.max_message_chars:
+        raise InvalidRequest(
+            f"content: the message is longer than {state.settings.chat.max_message_chars} "
+            "characters"
+        )
+    params = sampling_params(
+        state.settings, max_tokens=body.max_tokens, temperature=body.temperature
+    )
+    events = state.turns.run(
+        user_id=user.id, conversation_id=conversation_id, content=body.content, params=params
+    )
+    # Pull until the first token, so errors before it are ordinary HTTP errors.
+    head: list[TurnEvent] = []
+    async for event in events:
+        head.append(event)
+        if not isinstance(event, TurnStarted):
+            break
+    if not body.stream:
+        async for event in events:
+            head.append(event)
+        return _json_result(head)
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        for event in head:
+            yield _sse(event)
+        async for event in events:
+            yield _sse(event)
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+def _json_result(events: list[TurnEvent]) -> JSONResponse:
+    started = next(e for e in events if isinstance(e, TurnStarted))
+    last = events[-1]
+    if isinstance(last, TurnFailed):
+        status, body, headers = error_body(last.error)
+        if last.message is not None:
+            body["message"] = last.message.model_dump(mode="json")
+        return JSONResponse(body, status_code=status, headers=headers)
+    assert isinstance(last, TurnDone)
+    result = TurnResult(user_message=started.user_message, message=last.message)
+    return JSONResponse(result.model_dump(mode="json"))

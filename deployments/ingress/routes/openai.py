@@ -1,0 +1,135 @@
+"""OpenAI-compatible /v1: chat completions (streamed and not, with usage) and models, so
+the official `openai` SDK works unchanged with base_url=http://host:8000/v1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from chatapp.errors import ChatAppError, InvalidRequest
+from chatapp.llm.base import ChatMessage, Finish, StreamError, TextDelta
+from chatapp.openai_api.protocol import (
+    ChatCompletionRequest,
+    ModelCard,
+    ModelList,
+    completion_id,
+    now,
+)
+from deployments.ingress.deps import CurrentUser, StateDep
+from deployments.ingress.errors import error_body
+from deployments.ingress.turns import sampling_params, stream_model
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+_ROLES = {"developer": "system"}
+
+
+@router.get("/models")
+async def list_models(state: StateDep, _user: CurrentUser) -> ModelList:
+    models: list[dict[str, Any]] = await state.router.models.remote()
+    return ModelList(
+        data=[ModelCard(id=m["model"], context_window=m.get("context_window")) for m in models]
+    )
+
+
+def _usage(finish: Finish) -> dict[str, int]:
+    return {
+        "prompt_tokens": finish.prompt_tokens,
+        "completion_tokens": finish.completion_tokens,
+        "total_tokens": finish.prompt_tokens + finish.completion_tokens,
+    }
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, state: StateDep, _user: CurrentUser
+) -> Response:
+    messages = [
+        ChatMessage(_ROLES.get(m.role, m.role), m.text())  # type: ignore[arg-type]
+        for m in body.messages
+    ]
+    if not any(m.role == "user" and m.content.strip() for m in messages):
+        raise InvalidRequest("messages: at least one non-empty user message is required")
+    params = sampling_params(
+        state.settings,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=[body.stop] if isinstance(body.stop, str) else body.stop,
+        seed=body.seed,
+    )
+    model = None if body.model == "auto" else body.model
+    chunks = stream_model(state.router, messages, params, model)
+    first = await anext(chunks)  # errors before the first token are plain HTTP errors
+    ident, created = completion_id(), now()
+
+    if not body.stream:
+        parts: list[str] = []
+        chunk: TextDelta | Finish | StreamError = first
+        while True:
+            if isinstance(chunk, TextDelta):
+                parts.append(chunk.text)
+            elif isinstance(chunk, Finish):
+                break
+            else:
+                raise ChatAppError(chunk.message)
+            chunk = await anext(chunks)
+        return JSONResponse(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": chunk.model or body.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(parts)},
+                        "finish_reason": chunk.finish_reason,
+                    }
+                ],
+                "usage": _usage(chunk),
+            }
+        )
+
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def frame(delta: dict[str, Any], finish_reason: str | None = None, model: str = "") -> str:
+        return json.dumps(
+            {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model or body.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
+        )
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(frame({"role": "assistant", "content": ""}))
+        chunk: TextDelta | Finish | StreamError = first
+        try:
+            while True:
+                if isinstance(chunk, TextDelta):
+                    yield ServerSentEvent(frame({"content": chunk.text}))
+                elif isinstance(chunk, Finish):
+                    yield ServerSentEvent(frame({}, chunk.finish_reason, chunk.model))
+                    if include_usage:
+                        payload = json.loads(frame({}, None, chunk.model))
+                        payload["choices"] = []
+                        payload["usage"] = _usage(chunk)
+                        yield ServerSentEvent(json.dumps(payload))
+                    break
+                else:
+                    raise ChatAppError(chunk.message)
+                chunk = await anext(chunks)
+        except ChatAppError as exc:
+            _, error, _ = error_body(exc)
+            yield ServerSentEvent(json.dumps(error))
+        yield ServerSentEvent("[DONE]")
+
+    return EventSourceResponse(events(), ping=15)

@@ -1,0 +1,165 @@
+"""A chat turn across the shard and the router, in three Ray calls whatever its length:
+`begin_turn` (store the question, get the history), one streamed router call (tokens
+arrive coalesced), `finish_turn` (store the reply before the turn is acknowledged).
+
+A failure before the first token undoes the turn (nothing stored changes); after it,
+the partial reply is stored marked incomplete and the stream ends with an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from actors.client import ShardClient
+from chatapp.chat.schemas import MessagePublic
+from chatapp.config import Settings
+from chatapp.errors import ChatAppError, ProviderError
+from chatapp.llm.base import ChatMessage, Finish, SamplingParams, StreamError, TextDelta
+from deployments.ingress.errors import unwrap
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    user_message: MessagePublic
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDone:
+    message: MessagePublic
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFailed:
+    error: ChatAppError
+    message: MessagePublic | None  # the partial reply, stored incomplete
+
+
+TurnEvent = TurnStarted | TextDelta | TurnDone | TurnFailed
+
+
+def sampling_params(
+    settings: Settings,
+    *,
+    max_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None = None,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens or settings.llm.default_max_tokens,
+        temperature=0.7 if temperature is None else temperature,
+        top_p=1.0 if top_p is None else top_p,
+        stop=tuple(stop or ()),
+        seed=seed,
+    )
+
+
+async def stream_model(
+    router: Any, messages: list[ChatMessage], params: SamplingParams, model: str | None
+) -> AsyncIterator[TextDelta | Finish | StreamError]:
+    """The router's stream with Ray's task errors unwrapped to ChatApp errors."""
+    gen = router.options(stream=True).stream.remote(messages, params, model)
+    try:
+        async for chunk in gen:
+            yield chunk
+    except Exception as exc:
+        cause = unwrap(exc)
+        if isinstance(cause, ChatAppError):
+            raise cause from None
+        raise
+    finally:
+        gen.cancel()
+
+
+class ChatTurns:
+    def __init__(self, *, settings: Settings, shards: ShardClient, router: Any) -> None:
+        self._settings = settings
+        self._shards = shards
+        self._router = router
+
+    async def run(
+        self,
+        *,
+        user_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        content: str,
+        params: SamplingParams,
+        model: str | None = None,
+    ) -> AsyncIterator[TurnEvent]:
+        start = await self._shards.call(conversation_id, "begin_turn", user_id, content)
+        yield TurnStarted(start.user_message)
+        messages = [ChatMessage("system", self._settings.chat.system_prompt), *start.history]
+        parts: list[str] = []
+        finish: Finish | None = None
+        failure: ChatAppError | None = None
+        try:
+            async for chunk in stream_model(self._router, messages, params, model):
+                if isinstance(chunk, TextDelta):
+                    parts.append(chunk.text)
+                    yield chunk
+                elif isinstance(chunk, Finish):
+                    finish = chunk
+                else:
+                    failure = ProviderError(chunk.message)
+        except ChatAppError as exc:
+            failure = exc
+        finally:
+            # Runs on success, on failure and when the client goes away (cancellation):
+            # shielded so the store completes even then.
+            stored = await asyncio.shield(
+                self._finish(
+                    user_id, conversation_id, start.user_message.seq, parts, finish, failure
+                )
+            )
+        if failure is not None:
+            if not parts:
+                raise failure  # the turn was undone: an ordinary HTTP error
+            yield TurnFailed(failure, stored if isinstance(stored, MessagePublic) else None)
+        elif isinstance(stored, TurnFailed):
+            yield stored
+        elif stored is not None:
+            yield TurnDone(stored)
+
+    async def _finish(
+        self,
+        user_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        user_seq: int,
+        parts: list[str],
+        finish: Finish | None,
+        failure: ChatAppError | None,
+    ) -> MessagePublic | TurnFailed | None:
+        if not parts and finish is None:
+            # Nothing was generated: undo the turn so a rejected request stores nothing.
+            try:
+                await self._shards.call(conversation_id, "abort_turn", user_id, user_seq)
+            except ChatAppError as exc:
+                logger.warning("turn of conversation %s not undone: %s", conversation_id, exc)
+            return None
+        complete = finish is not None and failure is None
+        try:
+            message: MessagePublic = await self._shards.call(
+                conversation_id,
+                "finish_turn",
+                user_id,
+                content="".join(parts),
+                status="complete" if complete else "incomplete",
+                finish_reason=finish.finish_reason
+                if finish
+                else ("error" if failure else "cancelled"),
+                model=finish.model if finish else None,
+                prompt_tokens=finish.prompt_tokens if finish else 0,
+                completion_tokens=finish.completion_tokens if finish else len(parts),
+            )
+        except ChatAppError as exc:
+            logger.warning("reply of conversation %s not stored: %s", conversation_id, exc)
+            return TurnFailed(exc, None)
+        return message

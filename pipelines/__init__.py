@@ -1,0 +1,1 @@
+"""Ray Data batch jobs (knowledge-base index builds, retrieval evaluation)."""

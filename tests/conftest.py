@@ -1,0 +1,111 @@
+"""Shared fixtures: the real PostgreSQL server, one local Ray per test session, and the
+ChatApp Serve application with the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PG_ADMIN_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server, dropped at the end."""
+    import asyncpg
+
+    name = f"chatapp_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(PG_ADMIN_URL))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Database settings for each backend, migrated to head."""
+    from chatapp.config import DatabaseSettings
+    from chatapp.db.engine import migrate
+
+    if request.param == "sqlite":
+        settings = DatabaseSettings(url=None, var_dir=tmp_path / "var")
+    else:
+        settings = DatabaseSettings(url=request.getfixturevalue("pg_url"), var_dir=tmp_path)
+    migrate(settings)
+    return settings
+
+
+@pytest.fixture
+async def sessionmaker(db_settings: Any) -> AsyncIterator[Any]:
+    from chatapp.db.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(db_settings)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole test session (Redis keeps its 6379)."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, namespace="chatapp-tests", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def app_overrides(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return {
+        "database": {"url": pg_url},
+        "llm": {"engine": "llamacpp", "default_max_tokens": 24, "context_window": 2048},
+        "shards": {"count": 2, "name_prefix": f"test-shard-{uuid.uuid4().hex[:6]}"},
+        "serve": {"max_body_bytes": 64 * 1024},
+    }
+
+
+@pytest.fixture(scope="session")
+def chat_app(ray_session: None, app_overrides: dict[str, Any]) -> Iterator[str]:
+    """ChatApp running on Ray Serve with the real SmolLM2 (llama.cpp); yields its URL."""
+    from ray import serve
+
+    from actors.client import kill_shards
+    from chatapp.config import Settings
+    from deployments.app import build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(app_overrides), name="chatapp", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    kill_shards(Settings.from_overrides(app_overrides))

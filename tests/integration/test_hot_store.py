@@ -1,0 +1,126 @@
+"""Hot conversations: activation from SQL, passivation, capacity, stale writers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from chatapp.chat import repository
+from chatapp.chat.hot import ConversationStore
+from chatapp.errors import Conflict, NotFound
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def store(sessionmaker: Any, clock: Clock | None = None, **kw: Any) -> ConversationStore:
+    return ConversationStore(
+        sessionmaker=sessionmaker,
+        hot_turns=kw.get("hot_turns", 16),
+        max_hot=kw.get("max_hot", 100),
+        idle_timeout_s=kw.get("idle_timeout_s", 60),
+        clock=clock or Clock(),
+    )
+
+
+async def setup(sessionmaker: Any) -> tuple[uuid.UUID, uuid.UUID]:
+    async with sessionmaker() as session:
+        user = await repository.get_or_create_user(
+            session=session, email=f"{uuid.uuid4().hex[:8]}@example.com"
+        )
+        conv = await repository.create_conversation(session=session, user_id=user.id)
+    return user.id, conv.id
+
+
+async def turn(s: ConversationStore, user_id: uuid.UUID, conv_id: uuid.UUID, text: str) -> Any:
+    start = await s.begin_turn(conversation_id=conv_id, user_id=user_id, content=text)
+    await s.finish_turn(
+        conversation_id=conv_id,
+        user_id=user_id,
+        content=f"re: {text}",
+        status="complete",
+        finish_reason="stop",
+        model="m",
+        prompt_tokens=1,
+        completion_tokens=1,
+    )
+    return start
+
+
+async def test_write_through_and_reactivation_after_passivation(sessionmaker: Any) -> None:
+    clock = Clock()
+    s = store(sessionmaker, clock, idle_timeout_s=60)
+    user_id, conv_id = await setup(sessionmaker)
+    first = await turn(s, user_id, conv_id, "hello there")
+    assert [m.content for m in first.history] == ["hello there"]
+    clock.now += 61
+    assert s.passivate_idle() == 1 and s.hot_ids() == []
+    second = await turn(s, user_id, conv_id, "again")
+    assert [m.content for m in second.history] == ["hello there", "re: hello there", "again"]
+    assert second.user_message.seq == 2
+    async with sessionmaker() as session:
+        conv = await repository.get_conversation(
+            session=session, user_id=user_id, conversation_id=conv_id
+        )
+        assert conv.title == "hello there"  # titled from the first message
+
+
+async def test_capacity_passivates_least_recently_used(sessionmaker: Any) -> None:
+    s = store(sessionmaker, max_hot=2)
+    convs = [await setup(sessionmaker) for _ in range(3)]
+    for user_id, conv_id in convs:
+        await turn(s, user_id, conv_id, "hi")
+    assert s.hot_ids() == [convs[1][1], convs[2][1]]
+
+
+async def test_one_turn_at_a_time_per_conversation(sessionmaker: Any) -> None:
+    s = store(sessionmaker)
+    user_id, conv_id = await setup(sessionmaker)
+    await s.begin_turn(conversation_id=conv_id, user_id=user_id, content="first")
+    with pytest.raises(Conflict, match="still being generated"):
+        await s.begin_turn(conversation_id=conv_id, user_id=user_id, content="second")
+
+
+async def test_stale_writer_fails_cleanly(sessionmaker: Any) -> None:
+    user_id, conv_id = await setup(sessionmaker)
+    old, new = store(sessionmaker), store(sessionmaker)
+    await turn(old, user_id, conv_id, "one")  # old shard holds the conversation hot
+    await turn(new, user_id, conv_id, "two")  # after a reshard, a new owner writes on
+    with pytest.raises(Conflict):
+        await old.begin_turn(conversation_id=conv_id, user_id=user_id, content="stale")
+    async with sessionmaker() as session:
+        rows, _ = await repository.list_messages(session=session, conversation_id=conv_id, limit=10)
+    assert [m.content for m in rows] == ["one", "re: one", "two", "re: two"]
+    # the stale copy was dropped: the next use re-activates from SQL and succeeds
+    again = await turn(old, user_id, conv_id, "three")
+    assert again.user_message.seq == 4
+
+
+async def test_abort_undoes_the_turn(sessionmaker: Any) -> None:
+    s = store(sessionmaker)
+    user_id, conv_id = await setup(sessionmaker)
+    start = await s.begin_turn(conversation_id=conv_id, user_id=user_id, content="doomed")
+    await s.abort_turn(conversation_id=conv_id, user_id=user_id, user_seq=start.user_message.seq)
+    async with sessionmaker() as session:
+        rows, _ = await repository.list_messages(session=session, conversation_id=conv_id, limit=10)
+        conv = await repository.get_conversation(
+            session=session, user_id=user_id, conversation_id=conv_id
+        )
+    assert rows == [] and conv.title == ""
+    after = await turn(s, user_id, conv_id, "fine")
+    assert after.user_message.seq == 0 and [m.content for m in after.history] == ["fine"]
+
+
+async def test_someone_elses_conversation_is_not_found(sessionmaker: Any) -> None:
+    s = store(sessionmaker)
+    user_id, conv_id = await setup(sessionmaker)
+    await turn(s, user_id, conv_id, "mine")
+    with pytest.raises(NotFound):
+        await s.begin_turn(conversation_id=conv_id, user_id=uuid.uuid4(), content="hijack")
