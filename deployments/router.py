@@ -9,6 +9,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from chatapp.errors import NotFound
 from chatapp.llm.base import ChatMessage, Chunk, SamplingParams
 
 
@@ -17,14 +18,28 @@ class ChatRouter:
     def __init__(self, self_hosted: DeploymentHandle) -> None:
         self._self_hosted = self_hosted.options(stream=True)
         self._self_hosted_info = self_hosted
+        self._models: list[dict[str, Any]] | None = None
 
     async def models(self) -> list[dict[str, Any]]:
         """The models requests may name."""
-        return [await self._self_hosted_info.info.remote()]
+        if self._models is None:
+            self._models = [await self._self_hosted_info.info.remote()]
+        return self._models
+
+    async def _check_model(self, model: str | None) -> None:
+        if model in (None, "auto"):
+            return
+        names = [m["model"] for m in await self.models()]
+        if model not in names:
+            raise NotFound(
+                f"model {model!r} not found; available: {', '.join(['auto', *names])} "
+                "(GET /v1/models lists them)"
+            )
 
     async def stream(
         self, messages: list[ChatMessage], params: SamplingParams, model: str | None = None
     ) -> AsyncIterator[Chunk]:
+        await self._check_model(model)
         # Chunks arrive already coalesced; pass each batch through unchanged.
         async for chunk in self._self_hosted.stream.remote(messages, params):
             yield chunk

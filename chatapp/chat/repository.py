@@ -36,7 +36,10 @@ async def get_or_create_user(*, session: AsyncSession, email: str) -> User:
 async def create_conversation(
     *, session: AsyncSession, user_id: uuid.UUID, title: str = ""
 ) -> Conversation:
-    conversation = Conversation(user_id=user_id, title=title.strip())
+    now = utcnow()
+    conversation = Conversation(
+        user_id=user_id, title=title.strip(), created_at=now, updated_at=now
+    )
     session.add(conversation)
     await session.commit()
     return conversation
@@ -61,7 +64,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, ident = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), uuid.UUID(ident)
+        when = datetime.fromisoformat(stamp)
+        if when.tzinfo is None:
+            raise ValueError("naive cursor time")
+        return when, uuid.UUID(ident)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest("invalid cursor: pass the next_cursor of a previous page") from exc
 
@@ -140,8 +146,10 @@ async def append_message(
 
     `Conflict` when `seq` is taken (a stale writer) or the conversation is gone.
     """
+    now = utcnow()
     message = Message(
         conversation_id=conversation_id,
+        created_at=now,
         seq=seq,
         role=role,
         content=content,
@@ -152,7 +160,8 @@ async def append_message(
         completion_tokens=completion_tokens,
     )
     session.add(message)
-    values: dict[str, object] = {"updated_at": utcnow()}
+    # updated_at is always the time of the newest message (or of creation).
+    values: dict[str, object] = {"updated_at": now}
     if title is not None:
         values["title"] = title
     try:
@@ -187,9 +196,21 @@ async def delete_last_message(
     result = await session.execute(
         delete(Message).where(Message.conversation_id == conversation_id, Message.seq == seq)
     )
-    if reset_title:
-        await session.execute(
-            update(Conversation).where(Conversation.id == conversation_id).values(title="")
+    previous = await session.scalar(
+        select(Message.created_at)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(Message.seq.desc())
+        .limit(1)
+    )
+    if previous is None:
+        previous = await session.scalar(
+            select(Conversation.created_at).where(Conversation.id == conversation_id)
         )
+    values: dict[str, object] = {"updated_at": previous}
+    if reset_title:
+        values["title"] = ""
+    await session.execute(
+        update(Conversation).where(Conversation.id == conversation_id).values(**values)
+    )
     await session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -78,17 +78,26 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=status, headers=headers)
 
     async def on_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = (
-            f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
-        )
-        body = envelope(
-            message, type_="invalid_request_error", code="invalid_body", param=where or None
-        )
+        problems = list(exc.errors())
+        first = problems[0] if problems else {}
+        loc = [str(p) for p in first.get("loc", ())]
+        if problems and all(p.get("loc", ("",))[0] == "path" for p in problems):
+            # An id that cannot exist is simply not found.
+            message = f"{loc[-1].replace('_id', '')} {first.get('input')!s} not found"
+            return JSONResponse(
+                envelope(message, type_="invalid_request_error", code="not_found"), status_code=404
+            )
+        if first.get("type") == "json_invalid":
+            message = "the request body is not valid JSON"
+            code, param = "invalid_json", None
+        else:
+            param = ".".join(loc[1:]) if loc[:1] == ["body"] else ".".join(loc)
+            message = f"{param}: {first.get('msg', 'invalid')}" if param else first.get("msg", "")
+            code = "invalid_body"
+        body = envelope(message, type_="invalid_request_error", code=code, param=param or None)
         body["error"]["details"] = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-            for e in exc.errors()
+            {"loc": list(p.get("loc", ())), "msg": p.get("msg"), "type": p.get("type")}
+            for p in problems
         ]
         return JSONResponse(body, status_code=422)
 

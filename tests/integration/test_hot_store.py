@@ -106,6 +106,11 @@ async def test_stale_writer_fails_cleanly(sessionmaker: Any) -> None:
 async def test_abort_undoes_the_turn(sessionmaker: Any) -> None:
     s = store(sessionmaker)
     user_id, conv_id = await setup(sessionmaker)
+    async with sessionmaker() as session:
+        created = await repository.get_conversation(
+            session=session, user_id=user_id, conversation_id=conv_id
+        )
+        updated_before = created.updated_at
     start = await s.begin_turn(conversation_id=conv_id, user_id=user_id, content="doomed")
     await s.abort_turn(conversation_id=conv_id, user_id=user_id, user_seq=start.user_message.seq)
     async with sessionmaker() as session:
@@ -114,6 +119,7 @@ async def test_abort_undoes_the_turn(sessionmaker: Any) -> None:
             session=session, user_id=user_id, conversation_id=conv_id
         )
     assert rows == [] and conv.title == ""
+    assert conv.updated_at == updated_before  # the sidebar order is unchanged too
     after = await turn(s, user_id, conv_id, "fine")
     assert after.user_message.seq == 0 and [m.content for m in after.history] == ["fine"]
 
