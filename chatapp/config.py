@@ -93,6 +93,11 @@ class LLMSettings(BaseSettings):
     simulated_reply_tokens: int = Field(
         32, ge=1, description="Simulated engine: tokens in each reply."
     )
+    simulated_fail_after_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="Simulated engine: fail every stream after this many tokens (fault drills).",
+    )
 
 
 class ShardSettings(BaseSettings):

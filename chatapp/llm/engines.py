@@ -39,4 +39,5 @@ def build_chat_engine(settings: LLMSettings) -> ChatEngine:
         context_window=settings.context_window,
         tokens_per_s=settings.simulated_tokens_per_s,
         reply_tokens=settings.simulated_reply_tokens,
+        fail_after_tokens=settings.simulated_fail_after_tokens,
     )

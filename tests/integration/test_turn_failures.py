@@ -1,0 +1,101 @@
+"""When the model fails mid-answer or the user goes away, nothing half-written is
+stored as if it were whole, and the conversation stays usable."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from ray import serve
+
+from actors.client import kill_shards
+from chatapp.config import Settings
+from deployments.app import build_app
+from tests.integration.sse import iter_events
+
+
+def deploy(name: str, pg_url: str, llm: dict[str, Any]) -> dict[str, Any]:
+    overrides = {
+        "database": {"url": pg_url},
+        "llm": {"engine": "simulated", **llm},
+        "shards": {"count": 1, "name_prefix": f"{name}-{uuid.uuid4().hex[:6]}"},
+    }
+    serve.run(build_app(overrides), name=name, route_prefix=f"/{name}")
+    return overrides
+
+
+@pytest.fixture(scope="module")
+def sim_apps(chat_app: str, pg_url: str) -> Iterator[str]:
+    """Two more ChatApp applications on the same Serve instance, with simulated engines."""
+    apps = {
+        "failing": deploy("failing", pg_url, {"simulated_fail_after_tokens": 3}),
+        "slow": deploy(
+            "slow", pg_url, {"simulated_tokens_per_s": 20, "simulated_reply_tokens": 400}
+        ),
+    }
+    yield chat_app
+    for name, overrides in apps.items():
+        serve.delete(name)
+        kill_shards(Settings.from_overrides(overrides))
+
+
+def messages(client: httpx.Client, prefix: str, conv: str) -> list[dict[str, Any]]:
+    return client.get(f"{prefix}/api/conversations/{conv}").json()["messages"]  # type: ignore[no-any-return]
+
+
+def test_failure_after_first_token_keeps_partial_answer_marked_incomplete(sim_apps: str) -> None:
+    with httpx.Client(base_url=sim_apps, timeout=60) as client:
+        conv = client.post("/failing/api/conversations", json={}).json()["id"]
+        with client.stream(
+            "POST", f"/failing/api/conversations/{conv}/messages", json={"content": "hi"}
+        ) as response:
+            assert response.status_code == 200
+            events = list(iter_events(response))
+        tokens = "".join(e.json()["text"] for e in events if e.event == "token")
+        assert tokens == "w0 w1 w2 "
+        assert events[-1].event == "error"
+        error = events[-1].json()
+        assert error["error"]["code"] == "provider_error" and error["status"] == "incomplete"
+
+        stored = messages(client, "/failing", conv)
+        assert [m["role"] for m in stored] == ["user", "assistant"]
+        assert stored[1]["id"] == error["message_id"]
+        assert stored[1]["status"] == "incomplete" and stored[1]["content"] == tokens
+        assert stored[1]["finish_reason"] == "error"
+
+
+def test_stopping_a_generation_stores_what_was_received(sim_apps: str) -> None:
+    with httpx.Client(base_url=sim_apps, timeout=60) as client:
+        conv = client.post("/slow/api/conversations", json={}).json()["id"]
+        received = []
+        with client.stream(
+            "POST", f"/slow/api/conversations/{conv}/messages", json={"content": "tell me more"}
+        ) as response:
+            for event in iter_events(response):
+                if event.event == "token":
+                    received.append(event.json()["text"])
+                if len(received) >= 3:
+                    break  # the user pressed "stop": the connection closes
+        deadline = time.monotonic() + 20
+        while True:
+            stored = messages(client, "/slow", conv)
+            if len(stored) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert [m["role"] for m in stored] == ["user", "assistant"]
+        reply = stored[1]
+        assert reply["status"] == "incomplete" and reply["finish_reason"] == "cancelled"
+        assert reply["content"].startswith("".join(received))
+        assert len(reply["content"].split()) < 100  # generation stopped, far short of 400
+
+        # the conversation is free for the next turn
+        response = client.post(
+            f"/slow/api/conversations/{conv}/messages",
+            json={"content": "again", "stream": False, "max_tokens": 3},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["message"]["status"] == "complete"
