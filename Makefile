@@ -24,6 +24,8 @@ run: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy chatapp
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
         stop.wait()
     except KeyboardInterrupt:
         pass
-    serve.shutdown()
+    serve.shutdown()  # type: ignore[no-untyped-call]
     return 0
 
 

@@ -47,6 +47,15 @@ class DatabaseSettings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.var_dir / 'chatapp.db').resolve()}"
 
 
+class RedisSettings(BaseSettings):
+    """Shared cache and rate-limit counters. Unset: in-process (one replica's view only)."""
+
+    model_config = _section("REDIS_")
+
+    url: str | None = Field(None, description="e.g. redis://127.0.0.1:6379/0")
+    key_prefix: str = Field("chatapp:", description="Prefix of every key ChatApp writes.")
+
+
 class LLMSettings(BaseSettings):
     """The self-hosted model: llama.cpp on CPU, vLLM on GPU, or a simulated engine."""
 
@@ -173,11 +182,12 @@ class Settings(BaseSettings):
     secret_key: str = Field(
         "dev-secret-change-me", description="Signing secret; must be set in production."
     )
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
-    llm: LLMSettings = Field(default_factory=LLMSettings)  # type: ignore[arg-type]
-    shards: ShardSettings = Field(default_factory=ShardSettings)  # type: ignore[arg-type]
-    serve: ServeSettings = Field(default_factory=ServeSettings)  # type: ignore[arg-type]
-    chat: ChatSettings = Field(default_factory=ChatSettings)  # type: ignore[arg-type]
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    shards: ShardSettings = Field(default_factory=ShardSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any] | None = None) -> Settings:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from chatapp.llm.base import TextDelta
 
@@ -30,7 +30,7 @@ async def coalesce(
             yield item
         return
 
-    queue: asyncio.Queue[object] = asyncio.Queue()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
 
     async def pump() -> None:
         try:
@@ -76,7 +76,7 @@ async def coalesce(
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item  # type: ignore[misc]
+            yield item
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
