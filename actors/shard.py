@@ -78,6 +78,18 @@ class ConversationShard:
             conversation_id=conversation_id, user_id=user_id, user_seq=user_seq
         )
 
+    async def prepare_rewrite(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, from_seq: int, content: str
+    ) -> None:
+        await self._store.prepare_rewrite(
+            conversation_id=conversation_id, user_id=user_id, from_seq=from_seq, content=content
+        )
+
+    async def prepare_regenerate(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> str:
+        return await self._store.prepare_regenerate(
+            conversation_id=conversation_id, user_id=user_id
+        )
+
     async def delete(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         await self._store.delete(conversation_id=conversation_id, user_id=user_id)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DEFAULT_SYSTEM_PROMPT = "You are ChatApp, a helpful assistant. Answer clearly and concisely."
@@ -154,6 +154,53 @@ class ServeSettings(BaseSettings):
     access_log: bool = Field(False, description="Per-request access logs (off on the hot path).")
 
 
+class OidcProvider(BaseModel):
+    """An external OpenID Connect provider users can log in with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Slug in URLs.")
+    display_name: str = Field(..., description="Shown on the login button.")
+    issuer: str = Field(..., description="Issuer URL; its discovery document is read from it.")
+    client_id: str = Field(..., description="OAuth2 client id registered with the provider.")
+    client_secret: SecretStr = Field(..., description="OAuth2 client secret.")
+    scopes: str = Field("openid email profile", description="Scopes asked for.")
+
+
+class AuthSettings(BaseSettings):
+    """Accounts, tokens, login providers and rate limits."""
+
+    model_config = _section("AUTH_")
+
+    access_token_ttl_s: int = Field(900, ge=30, description="Lifetime of a JWT access token.")
+    refresh_token_ttl_s: int = Field(
+        30 * 24 * 3600, ge=60, description="Lifetime of a refresh token (rotated on each use)."
+    )
+    issuer: str = Field("chatapp", description="`iss` of issued access tokens.")
+    audience: str = Field("chatapp-api", description="`aud` of issued access tokens.")
+    registration_open: bool = Field(True, description="Anyone may register with a password.")
+    admin_emails: list[str] = Field(
+        default_factory=list, description="Accounts with these emails are admins (JSON list)."
+    )
+    password_min_length: int = Field(10, ge=8, description="Shortest password accepted.")
+    chat_request_limit: str = Field("60/minute", description="Chat requests per user.")
+    chat_token_limit: str = Field("200000/minute", description="Chat tokens per user.")
+    login_ip_limit: str = Field("30/15minutes", description="Login attempts per client IP.")
+    login_failure_limit: str = Field(
+        "5/15minutes", description="Failed logins per account before it is locked for a while."
+    )
+    register_ip_limit: str = Field("20/hour", description="Registrations per client IP.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser."
+    )
+    public_url: str = Field(
+        "http://localhost:8000", description="Base URL users reach ChatApp at (OIDC redirects)."
+    )
+    oidc_providers: list[OidcProvider] = Field(
+        default_factory=list, description="OIDC providers as a JSON list (AUTH_OIDC_PROVIDERS)."
+    )
+
+
 class ChatSettings(BaseSettings):
     """Conversation behaviour."""
 
@@ -164,8 +211,108 @@ class ChatSettings(BaseSettings):
         32_000, ge=1, description="Longest user message accepted (422 above)."
     )
     max_title_chars: int = Field(200, ge=1, description="Longest conversation title.")
-    local_user_email: str = Field(
-        "local@chatapp.local", description="The single local user until accounts exist."
+
+
+class ModelEntry(BaseModel):
+    """One public model name of the catalog and where it is served."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(..., min_length=1, description="Public name clients put in `model`.")
+    provider: str = Field(
+        ...,
+        description="'openai', 'anthropic', a name from PROVIDERS_ENDPOINTS, or 'self-hosted'.",
+    )
+    provider_model: str = Field(..., description="The model id the provider knows it by.")
+    context_window: int = Field(..., ge=256, description="Tokens of context (prompt + reply).")
+    input_price_per_mtok: float = Field(0.0, ge=0, description="USD per million input tokens.")
+    output_price_per_mtok: float = Field(0.0, ge=0, description="USD per million output tokens.")
+
+
+class ProviderEndpoint(BaseModel):
+    """An extra provider endpoint, e.g. any OpenAI-compatible base URL (Azure, vLLM, ...)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["openai", "anthropic"] = Field(..., description="Wire protocol it speaks.")
+    base_url: str | None = Field(None, description="API base URL; unset: the vendor's own.")
+    api_key: SecretStr = Field(SecretStr(""), description="API key sent to it.")
+
+
+class ProvidersSettings(BaseSettings):
+    """External LLM providers, the model catalog, routing and resilience."""
+
+    model_config = _section("PROVIDERS_")
+
+    openai_api_key: SecretStr | None = Field(
+        None, description="Enables the 'openai' provider (OPENAI-compatible SDK)."
+    )
+    openai_base_url: str | None = Field(None, description="Base URL of the 'openai' provider.")
+    anthropic_api_key: SecretStr | None = Field(None, description="Enables 'anthropic'.")
+    anthropic_base_url: str | None = Field(None, description="Base URL of 'anthropic'.")
+    endpoints: dict[str, ProviderEndpoint] = Field(
+        default_factory=dict, description="More providers by name, as JSON."
+    )
+    models: list[ModelEntry] = Field(
+        default_factory=list,
+        description="The model catalog as a JSON list; the self-hosted model is always added.",
+    )
+    primary: str | None = Field(
+        None, description="Model `auto` tries first. Unset: the self-hosted model."
+    )
+    fallback: list[str] = Field(
+        default_factory=list,
+        description="Models tried in order when the one before fails before its first token; "
+        "the self-hosted model is always last.",
+    )
+    fallback_named: bool = Field(
+        True, description="A request naming a model falls back along the chain too."
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="Connecting to a provider.")
+    first_token_timeout_s: float = Field(30.0, gt=0, description="Waiting for the first token.")
+    total_timeout_s: float = Field(300.0, gt=0, description="A whole answer.")
+    retry_attempts: int = Field(3, ge=1, description="Attempts per provider (1: no retries).")
+    retry_initial_s: float = Field(0.5, ge=0, description="First backoff (doubles, jittered).")
+    retry_max_s: float = Field(8.0, ge=0, description="Longest single backoff.")
+    retry_budget_s: float = Field(
+        20.0, ge=0, description="Retrying one provider stops after this long (then fallback)."
+    )
+    retry_after_max_s: float = Field(
+        10.0,
+        ge=0,
+        description="A Retry-After longer than this is not waited for: the next provider answers.",
+    )
+    breaker_threshold: int = Field(
+        5, ge=1, description="Consecutive failures that open a provider's circuit."
+    )
+    breaker_reset_s: float = Field(
+        30.0, gt=0, description="Seconds an open circuit waits before a half-open probe."
+    )
+
+
+class CacheSettings(BaseSettings):
+    """Exact-match response cache (Redis when REDIS_URL is set, else in-process)."""
+
+    model_config = _section("CACHE_")
+
+    enabled: bool = Field(True, description="Serve repeated requests from the cache.")
+    ttl_s: int = Field(3600, ge=1, description="Seconds an answer stays cached.")
+    scope: Literal["user", "shared"] = Field(
+        "user", description="'user': each user has their own entries; 'shared': one for all."
+    )
+    max_entries: int = Field(10_000, ge=1, description="In-process cache: entries kept.")
+
+
+class UsageSettings(BaseSettings):
+    """Usage accounting and budgets."""
+
+    model_config = _section("USAGE_")
+
+    monthly_token_budget: int | None = Field(
+        None, ge=1, description="Tokens per user per calendar month (UTC); unset: unlimited."
+    )
+    budget_refresh_s: float = Field(
+        5.0, ge=0, description="How long a replica trusts its cached view of a user's usage."
     )
 
 
@@ -183,11 +330,15 @@ class Settings(BaseSettings):
         "dev-secret-change-me", description="Signing secret; must be set in production."
     )
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     shards: ShardSettings = Field(default_factory=ShardSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any] | None = None) -> Settings:

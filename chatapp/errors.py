@@ -1,6 +1,7 @@
 """ChatApp's exception tree. Lower-level errors are translated at one boundary each.
 
     ChatAppError
+    ├── Unauthenticated       missing, invalid, expired or revoked credentials (401)
     ├── NotFound              unknown or foreign object (404)
     ├── PermissionDenied      authenticated but not allowed (403)
     ├── InvalidRequest        the request cannot be served as asked (422)
@@ -39,6 +40,10 @@ def _rebuild(cls: type[ChatAppError], state: dict[str, object]) -> ChatAppError:
     Exception.__init__(err, state.get("message", ""))
     err.__dict__.update(state)
     return err
+
+
+class Unauthenticated(ChatAppError):
+    code = "invalid_token"
 
 
 class NotFound(ChatAppError):

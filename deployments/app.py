@@ -30,7 +30,7 @@ def compose(settings: Settings) -> Application:
         max_ongoing_requests=settings.serve.router_max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
         logging_config=logging_config,
-    ).bind(llm)
+    ).bind(llm, settings)
     return ChatIngress.options(  # type: ignore[attr-defined,no-any-return]
         num_replicas=settings.serve.ingress_replicas,
         max_ongoing_requests=settings.serve.ingress_max_ongoing_requests,

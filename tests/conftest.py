@@ -16,6 +16,8 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ADMIN_EMAIL = "admin@example.com"
 PG_ADMIN_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
@@ -85,17 +87,50 @@ def ray_session() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def app_overrides(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def oidc_issuer() -> Iterator[Any]:
+    """A local OpenID Connect provider (no network)."""
+    from tests.fakes.oidc_issuer import start_issuer
+
+    issuer, server = start_issuer()
+    yield issuer
+    server.__exit__()
+
+
+@pytest.fixture(scope="session")
+def serve_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def app_overrides(pg_url: str, serve_port: int, oidc_issuer: Any) -> dict[str, Any]:
+    from tests.fakes.oidc_issuer import CLIENT_ID, CLIENT_SECRET
+
     return {
         "database": {"url": pg_url},
+        "redis": {"url": REDIS_URL, "key_prefix": f"chatapp-test-{uuid.uuid4().hex[:8]}:"},
         "llm": {"engine": "llamacpp", "default_max_tokens": 24, "context_window": 2048},
         "shards": {"count": 2, "name_prefix": f"test-shard-{uuid.uuid4().hex[:6]}"},
         "serve": {"max_body_bytes": 64 * 1024},
+        "auth": {
+            "public_url": f"http://127.0.0.1:{serve_port}",
+            "access_token_ttl_s": 3600,
+            "chat_request_limit": "10000/minute",
+            "admin_emails": [ADMIN_EMAIL],
+            "oidc_providers": [
+                {
+                    "name": "testidp",
+                    "display_name": "Test IdP",
+                    "issuer": oidc_issuer.url,
+                    "client_id": CLIENT_ID,
+                    "client_secret": CLIENT_SECRET,
+                }
+            ],
+        },
     }
 
 
 @pytest.fixture(scope="session")
-def chat_app(ray_session: None, app_overrides: dict[str, Any]) -> Iterator[str]:
+def chat_app(ray_session: None, app_overrides: dict[str, Any], serve_port: int) -> Iterator[str]:
     """ChatApp running on Ray Serve with the real SmolLM2 (llama.cpp); yields its URL."""
     from ray import serve
 
@@ -103,9 +138,30 @@ def chat_app(ray_session: None, app_overrides: dict[str, Any]) -> Iterator[str]:
     from chatapp.config import Settings
     from deployments.app import build_app
 
-    port = free_port()
+    port = serve_port
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(app_overrides), name="chatapp", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     kill_shards(Settings.from_overrides(app_overrides))
+
+
+def register_and_login(
+    base_url: str, *, email: str | None = None, password: str = "correct horse battery staple"
+) -> dict[str, str]:
+    """A new account on the running app; returns its Authorization header."""
+    import httpx
+
+    email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        created = client.post("/api/auth/register", json={"email": email, "password": password})
+        assert created.status_code == 201, created.text
+        token = client.post("/api/auth/token", data={"username": email, "password": password})
+        assert token.status_code == 200, token.text
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+@pytest.fixture(scope="session")
+def auth_headers(chat_app: str) -> dict[str, str]:
+    """A logged-in user of the running app (one per test session)."""
+    return register_and_login(chat_app)

@@ -5,6 +5,12 @@ from SQL on first use, holds its recent messages and next sequence number, and i
 passivated when idle or when the store is over capacity. Every append is written
 through to SQL before it is acknowledged; SQL stays the source of truth. One turn at a
 time per conversation: a second concurrent turn gets `Conflict`.
+
+Edit-and-resend and regenerate rewrite history in two steps on the same conversation:
+`prepare_rewrite` (or `prepare_regenerate`) validates the sequence number and marks the
+conversation; the turn's own `begin_turn`, given the same content, then deletes messages
+from that seq on and stores the new user message in one transaction. If the turn then
+produces nothing, `abort_turn` puts the removed messages back.
 """
 
 from __future__ import annotations
@@ -20,11 +26,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatapp.chat import repository
 from chatapp.chat.schemas import MessagePublic
-from chatapp.errors import Conflict
+from chatapp.errors import Conflict, InvalidRequest
 from chatapp.llm.base import ChatMessage
 
 _TITLE_CHARS = 60
 _STALE_TURN_S = 900.0  # a turn left open this long (its ingress died) no longer blocks
+_REWRITE_TTL_S = 60.0  # a prepared rewrite not followed by its turn this long is dropped
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRewrite:
+    """History from `from_seq` on is to be replaced by a user message with `content`."""
+
+    from_seq: int
+    content: str
+    at: float
 
 
 @dataclass(slots=True)
@@ -37,7 +53,12 @@ class HotConversation:
     last_used: float
     turn_started: float | None = None
     turn_set_title: bool = False
+    rewrite: PendingRewrite | None = None
+    undo: list[MessagePublic] | None = None  # what this turn's rewrite removed
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def busy(self) -> bool:
+        return self.turn_started is not None or self.rewrite is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,17 +138,13 @@ class ConversationStore:
         for conversation_id in list(self._hot):
             if len(self._hot) <= self._max_hot:
                 return
-            if self._hot[conversation_id].turn_started is None:
+            if not self._hot[conversation_id].busy():
                 del self._hot[conversation_id]
 
     def passivate_idle(self) -> int:
         """Drop conversations idle longer than the timeout; returns how many."""
         cutoff = self._clock() - self._idle_timeout_s
-        idle = [
-            cid
-            for cid, hot in self._hot.items()
-            if hot.last_used < cutoff and hot.turn_started is None
-        ]
+        idle = [cid for cid, hot in self._hot.items() if hot.last_used < cutoff and not hot.busy()]
         for cid in idle:
             del self._hot[cid]
         return len(idle)
@@ -157,6 +174,11 @@ class ConversationStore:
                     "a reply is still being generated in this conversation; wait for it or "
                     "stop it before sending another message"
                 )
+            rewrite, hot.rewrite = hot.rewrite, None
+            if rewrite is not None and now - rewrite.at < _REWRITE_TTL_S:
+                if rewrite.content != content:
+                    raise Conflict("this conversation is being edited; reload it and send again")
+                return await self._begin_rewritten(hot, rewrite, now)
             title = content.strip().splitlines()[0][:_TITLE_CHARS] if not hot.title else None
             message = await self._write(hot, role="user", content=content, title=title)
             if title is not None:
@@ -176,6 +198,9 @@ class ConversationStore:
         model: str | None,
         prompt_tokens: int,
         completion_tokens: int,
+        provider: str | None = None,
+        cost_usd: float = 0.0,
+        cached: bool = False,
     ) -> MessagePublic:
         """Store the reply (whole, or partial and marked incomplete) and end the turn."""
         hot = await self._activate(conversation_id, user_id)
@@ -190,9 +215,13 @@ class ConversationStore:
                     model=model,
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens,
+                    provider=provider,
+                    cost_usd=cost_usd,
+                    cached=cached,
                 )
             finally:
                 hot.turn_started = None
+                hot.undo = None
 
     async def abort_turn(
         self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, user_seq: int
@@ -200,6 +229,9 @@ class ConversationStore:
         """Undo a turn that produced nothing: its user message goes, as if never sent."""
         hot = await self._activate(conversation_id, user_id)
         async with hot.lock:
+            if hot.undo is not None:
+                await self._undo_rewrite(hot, user_seq)
+                return
             try:
                 async with self._sessionmaker() as session:
                     undone = await repository.delete_last_message(
@@ -217,6 +249,94 @@ class ConversationStore:
                     hot.title = ""
             elif undone:
                 self.forget(conversation_id)
+
+    # -- rewriting history (edit and resend, regenerate) -----------------------------
+
+    async def prepare_rewrite(
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, from_seq: int, content: str
+    ) -> None:
+        """Check that user message `from_seq` can be replaced by `content`; the next
+        `begin_turn` with that content replaces it and drops everything after it."""
+        hot = await self._activate(conversation_id, user_id)
+        async with hot.lock:
+            self._check_idle(hot)
+            if not 0 <= from_seq < hot.next_seq:
+                raise InvalidRequest(
+                    f"replace_from_seq: no message {from_seq} in this conversation "
+                    f"(its messages are 0 to {hot.next_seq - 1})"
+                )
+            async with self._sessionmaker() as session:
+                message = await repository.get_message(
+                    session=session, conversation_id=conversation_id, seq=from_seq
+                )
+            if message is None or message.role != "user":
+                raise InvalidRequest(
+                    f"replace_from_seq: message {from_seq} is not a user message; "
+                    "edit from one of your own messages"
+                )
+            hot.rewrite = PendingRewrite(from_seq, content, self._clock())
+
+    async def prepare_regenerate(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> str:
+        """Mark the last user message for a re-run; returns its content for the turn."""
+        hot = await self._activate(conversation_id, user_id)
+        async with hot.lock:
+            self._check_idle(hot)
+            async with self._sessionmaker() as session:
+                message = await repository.last_user_message(
+                    session=session, conversation_id=conversation_id
+                )
+            if message is None:
+                raise InvalidRequest("there is no message to answer again in this conversation")
+            hot.rewrite = PendingRewrite(message.seq, message.content, self._clock())
+            return message.content
+
+    def _check_idle(self, hot: HotConversation) -> None:
+        started = hot.turn_started
+        if started is not None and self._clock() - started < _STALE_TURN_S:
+            raise Conflict(
+                "a reply is still being generated in this conversation; wait for it or "
+                "stop it before changing the history"
+            )
+
+    async def _begin_rewritten(
+        self, hot: HotConversation, rewrite: PendingRewrite, now: float
+    ) -> TurnStart:
+        try:
+            async with self._sessionmaker() as session:
+                row, removed = await repository.replace_messages(
+                    session=session,
+                    conversation_id=hot.id,
+                    from_seq=rewrite.from_seq,
+                    content=rewrite.content,
+                )
+                rows, _ = await repository.list_messages(
+                    session=session, conversation_id=hot.id, limit=self._hot_turns
+                )
+        except Exception:
+            self.forget(hot.id)
+            raise
+        hot.next_seq = rewrite.from_seq + 1
+        hot.recent.clear()
+        hot.recent.extend(ChatMessage(r.role, r.content) for r in rows)  # type: ignore[arg-type]
+        hot.turn_started = now
+        hot.turn_set_title = False
+        hot.undo = removed
+        return TurnStart(
+            user_message=MessagePublic.model_validate(row),
+            history=list(hot.recent),
+            reply_seq=hot.next_seq,
+        )
+
+    async def _undo_rewrite(self, hot: HotConversation, user_seq: int) -> None:
+        removed, hot.undo = hot.undo or [], None
+        try:
+            async with self._sessionmaker() as session:
+                await repository.restore_messages(
+                    session=session, conversation_id=hot.id, from_seq=user_seq, messages=removed
+                )
+        finally:
+            hot.turn_started = None
+            self.forget(hot.id)  # re-activated from SQL on next use
 
     async def _write(
         self, hot: HotConversation, *, role: str, content: str, **fields: object

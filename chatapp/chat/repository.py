@@ -10,10 +10,11 @@ import base64
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatapp.chat.schemas import MessagePublic
 from chatapp.db.models import Conversation, Message, User, utcnow
 from chatapp.errors import Conflict, InvalidRequest, NotFound
 
@@ -72,11 +73,37 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidRequest("invalid cursor: pass the next_cursor of a previous page") from exc
 
 
+def _contains(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 async def list_conversations(
-    *, session: AsyncSession, user_id: uuid.UUID, limit: int, cursor: str | None = None
+    *,
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    limit: int,
+    cursor: str | None = None,
+    q: str | None = None,
 ) -> tuple[list[Conversation], str | None]:
-    """Newest first; returns the page and the cursor of the next one."""
+    """Newest first; returns the page and the cursor of the next one.
+
+    `q` keeps the conversations whose title or any message contains it, ignoring case
+    (ILIKE on PostgreSQL, lower() LIKE lower() on SQLite).
+    """
     query = select(Conversation).where(Conversation.user_id == user_id)
+    if q:
+        pattern = _contains(q)
+        in_messages = (
+            select(Message.id)
+            .where(
+                Message.conversation_id == Conversation.id,
+                Message.content.ilike(pattern, escape="\\"),
+            )
+            .exists()
+        )
+        query = query.where(Conversation.title.ilike(pattern, escape="\\") | in_messages)
     if cursor:
         stamp, ident = _decode_cursor(cursor)
         query = query.where(
@@ -140,6 +167,9 @@ async def append_message(
     model: str | None = None,
     prompt_tokens: int = 0,
     completion_tokens: int = 0,
+    provider: str | None = None,
+    cost_usd: float = 0.0,
+    cached: bool = False,
     title: str | None = None,
 ) -> Message:
     """Insert message `seq` and touch the conversation, in one transaction.
@@ -158,6 +188,9 @@ async def append_message(
         model=model,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
+        provider=provider,
+        cost_usd=cost_usd,
+        cached=cached,
     )
     session.add(message)
     # updated_at is always the time of the newest message (or of creation).
@@ -214,3 +247,72 @@ async def delete_last_message(
     )
     await session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def get_message(
+    *, session: AsyncSession, conversation_id: uuid.UUID, seq: int
+) -> Message | None:
+    return await session.scalar(
+        select(Message).where(Message.conversation_id == conversation_id, Message.seq == seq)
+    )
+
+
+async def last_user_message(*, session: AsyncSession, conversation_id: uuid.UUID) -> Message | None:
+    return await session.scalar(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.role == "user")
+        .order_by(Message.seq.desc())
+        .limit(1)
+    )
+
+
+async def replace_messages(
+    *, session: AsyncSession, conversation_id: uuid.UUID, from_seq: int, content: str
+) -> tuple[Message, list[MessagePublic]]:
+    """Delete messages `from_seq` and later and store `content` as user message `from_seq`,
+    in one transaction. Returns the new message and what was removed (for an undo)."""
+    removed = [
+        MessagePublic.model_validate(m)
+        for m in await session.scalars(
+            select(Message)
+            .where(Message.conversation_id == conversation_id, Message.seq >= from_seq)
+            .order_by(Message.seq)
+        )
+    ]
+    await session.execute(
+        delete(Message).where(Message.conversation_id == conversation_id, Message.seq >= from_seq)
+    )
+    # append_message flushes and commits in the same transaction: both or neither.
+    message = await append_message(
+        session=session, conversation_id=conversation_id, seq=from_seq, role="user", content=content
+    )
+    return message, removed
+
+
+async def restore_messages(
+    *,
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    from_seq: int,
+    messages: list[MessagePublic],
+) -> None:
+    """Undo `replace_messages`: messages `from_seq` and later become `messages` again."""
+    await session.execute(
+        delete(Message).where(Message.conversation_id == conversation_id, Message.seq >= from_seq)
+    )
+    if messages:
+        await session.execute(
+            insert(Message),
+            [{**m.model_dump(), "conversation_id": conversation_id} for m in messages],
+        )
+    newest = await session.scalar(
+        select(Message.created_at)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(Message.seq.desc())
+        .limit(1)
+    )
+    if newest is not None:
+        await session.execute(
+            update(Conversation).where(Conversation.id == conversation_id).values(updated_at=newest)
+        )
+    await session.commit()

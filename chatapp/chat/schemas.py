@@ -70,11 +70,29 @@ class ConversationDetail(ConversationPublic):
     has_more: bool = Field(description="Older messages exist: pass `before=<first seq>`.")
 
 
-class MessageCreate(_Strict):
-    content: str = Field(..., min_length=1, description="The user's message.")
+class TurnOptions(_Strict):
+    """How a turn is answered."""
+
     stream: bool = Field(True, description="Server-sent events (default) or one JSON reply.")
     max_tokens: int | None = Field(None, ge=1, le=8192, description="Longest reply.")
     temperature: float | None = Field(None, ge=0, le=2)
+    model: str | None = Field(
+        None, max_length=200, description="A model from GET /v1/models, or 'auto' (default)."
+    )
+
+
+class RegenerateRequest(TurnOptions):
+    """Answer the last user message again: its reply (and anything after) is replaced."""
+
+
+class MessageCreate(TurnOptions):
+    content: str = Field(..., min_length=1, description="The user's message.")
+    replace_from_seq: int | None = Field(
+        None,
+        ge=0,
+        description="Edit and resend: user message `replace_from_seq` and every later "
+        "message are replaced by this one.",
+    )
 
     @field_validator("content")
     @classmethod

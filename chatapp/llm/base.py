@@ -46,6 +46,9 @@ class Finish:
     prompt_tokens: int
     completion_tokens: int
     model: str = ""
+    provider: str = ""  # who answered: "openai", "anthropic", "self-hosted", ...
+    cost_usd: float = 0.0
+    cached: bool = False  # replayed from the response cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +117,27 @@ async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
         else:
             raise ProviderError(chunk.message)
     raise ProviderError("the model stream ended without a finish event")
+
+
+class ChatProvider(abc.ABC):
+    """Where answers come from: an external API (OpenAI, Anthropic, any OpenAI-compatible
+    endpoint) or the self-hosted model. Implementations map every error of their SDK to
+    `chatapp.errors` at one boundary:
+
+    - `ProviderRateLimited` (with `retry_after`), `ProviderTimeout`, `ServiceUnavailable`
+      and plain `ProviderError`: retryable;
+    - `InvalidRequest`: a bad request, never retried;
+    - `ProviderAuth`: a key is wrong or missing, not retried;
+    - `ContextWindowExceeded`: the prompt is too long for that model.
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    def stream(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, *, model: str
+    ) -> AsyncIterator[TextDelta | Finish]:
+        """Stream the reply of `model` (the provider's id): deltas, then one `Finish`."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

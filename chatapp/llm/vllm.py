@@ -17,6 +17,7 @@ vLLM's errors are mapped here, at one boundary:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -95,15 +96,18 @@ class VLLMEngine(ChatEngine):
         loop = asyncio.get_running_loop()
         started = loop.time()
         # Loading weights and profiling take seconds to minutes: keep the loop free.
-        engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
-        self._tokenizer = engine.get_tokenizer()
-        self._engine = engine
+        # No local holds the engine: vLLM's lazy imports leave this frame referenced
+        # after it returns, so a local here would keep the engine alive after close().
+        self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        self._tokenizer = self._engine.get_tokenizer()
         logger.info("vLLM engine for %s started in %.1f s", self.model_name, loop.time() - started)
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.shutdown()
+            del engine
+            gc.collect()  # run AsyncLLM.__del__ now, not noisily at interpreter exit
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self._prompt_ids(messages))
@@ -111,10 +115,12 @@ class VLLMEngine(ChatEngine):
     async def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams
     ) -> AsyncIterator[TextDelta | Finish]:
-        engine = self._require_engine()
+        self._require_engine()  # before importing vLLM, which start() has checked
         from vllm import SamplingParams as VLLMSamplingParams
         from vllm.exceptions import GracefulHTTPError, VLLMClientError
         from vllm.sampling_params import RequestOutputKind
+
+        engine = self._engine
 
         prompt_ids = self._prompt_ids(messages)
         room = self.context_window - len(prompt_ids)

@@ -6,18 +6,22 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from actors.client import ShardClient
-from chatapp.chat import repository
+from chatapp.auth.oidc import OidcClient
+from chatapp.auth.service import TokenSigner
 from chatapp.config import Settings
 from chatapp.db.engine import make_engine, make_sessionmaker
-from deployments.ingress.deps import IngressState, Principal
+from chatapp.ratelimit import RateLimiter
+from deployments.ingress.deps import IngressState
 from deployments.ingress.errors import install_error_handlers
 from deployments.ingress.limits import BodySizeLimit
-from deployments.ingress.routes import conversations, openai
+from deployments.ingress.routes import account, auth, conversations, metrics, openai, usage
 from deployments.ingress.turns import ChatTurns
+from deployments.ingress.web import mount_web
 
 logger = logging.getLogger(__name__)
 
@@ -32,39 +36,57 @@ def create_api(state: IngressState) -> FastAPI:
     )
     api.state.chatapp = state
     install_error_handlers(api)
+    api.include_router(auth.router)
+    api.include_router(account.router)
     api.include_router(conversations.router)
     api.include_router(openai.router)
+    api.include_router(usage.router)
+    api.include_router(metrics.router)
 
     @api.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    mount_web(api)  # last: every API route above takes precedence
     api.add_middleware(BodySizeLimit, max_bytes=state.settings.serve.max_body_bytes)
+    if state.settings.auth.cors_origins:
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=state.settings.auth.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "Cache-Control"],
+            expose_headers=["Retry-After"],
+        )
     return api
+
+
+def build_state(settings: Settings, router: Any) -> IngressState:
+    """The replica's state: database, shards, token signer, rate limiter, OIDC clients."""
+    sessionmaker = make_sessionmaker(make_engine(settings.database))
+    shards = ShardClient(settings)
+    public_url = settings.auth.public_url.rstrip("/")
+    return IngressState(
+        settings=settings,
+        sessionmaker=sessionmaker,
+        shards=shards,
+        router=router,
+        turns=ChatTurns(settings=settings, shards=shards, router=router),
+        signer=TokenSigner.from_settings(settings.auth, secret=settings.secret_key),
+        limiter=RateLimiter(redis_url=settings.redis.url, key_prefix=settings.redis.key_prefix),
+        oidc={
+            p.name: OidcClient(p, redirect_uri=f"{public_url}/api/auth/oidc/{p.name}/callback")
+            for p in settings.auth.oidc_providers
+        },
+    )
 
 
 @serve.deployment(name="ChatIngress")
 @serve.ingress()
 class ChatIngress:
     async def __init__(self, settings: Settings, router: DeploymentHandle) -> None:
-        engine = make_engine(settings.database)
-        sessionmaker = make_sessionmaker(engine)
-        async with sessionmaker() as session:
-            user = await repository.get_or_create_user(
-                session=session, email=settings.chat.local_user_email
-            )
-        shards = ShardClient(settings)
-        for shard in shards.all_shards():  # create them now, not on the first request
+        self._state = build_state(settings, router)
+        for shard in self._state.shards.all_shards():  # create them now, not on first use
             await shard.ping.remote()
-        self._state = IngressState(
-            settings=settings,
-            sessionmaker=sessionmaker,
-            shards=shards,
-            router=router,
-            turns=ChatTurns(settings=settings, shards=shards, router=router),
-            local_user=Principal(id=user.id, email=user.email),
-        )
-        self._engine = engine
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_api(self._state)

@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.client import ShardClient
+from chatapp.auth import service
+from chatapp.auth.oidc import OidcClient
+from chatapp.auth.service import TokenSigner
+from chatapp.auth.tokens import API_KEY_PREFIX, InvalidToken
 from chatapp.config import Settings
+from chatapp.db.models import User
+from chatapp.errors import PermissionDenied
+from chatapp.ratelimit import RateLimiter
 from deployments.ingress.turns import ChatTurns
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling."""
+    """Who is calling, checked against the database on every request (so disabling an
+    account or ending a session takes effect at once)."""
 
     id: uuid.UUID
     email: str
+    role: str
+    session_id: uuid.UUID | None = None  # None when authenticated by API key
 
 
 @dataclass(slots=True)
@@ -32,7 +43,9 @@ class IngressState:
     shards: ShardClient
     router: Any
     turns: ChatTurns
-    local_user: Principal
+    signer: TokenSigner
+    limiter: RateLimiter
+    oidc: dict[str, OidcClient] = field(default_factory=dict)
 
 
 def get_state(request: Request) -> IngressState:
@@ -50,10 +63,72 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
+bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+BearerDep = Annotated[str | None, Depends(bearer)]
 
-def get_current_user(state: StateDep) -> Principal:
-    """The one identity dependency. Until accounts exist, every request is the local user."""
-    return state.local_user
+
+def _principal(user: User, session_id: uuid.UUID | None) -> Principal:
+    return Principal(id=user.id, email=user.email, role=user.role, session_id=session_id)
+
+
+async def get_current_user(state: StateDep, session: SessionDep, token: BearerDep) -> Principal:
+    """A logged-in user (JWT access token)."""
+    if not token:
+        raise InvalidToken("log in first: send `Authorization: Bearer <access token>`")
+    if token.startswith(API_KEY_PREFIX):
+        raise InvalidToken("API keys work on the /v1 API; log in to use /api")
+    user, session_id = await service.user_for_access_token(
+        session=session, signer=state.signer, token=token
+    )
+    return _principal(user, session_id)
+
+
+async def get_api_user(state: StateDep, session: SessionDep, token: BearerDep) -> Principal:
+    """A logged-in user or an API key (`Authorization: Bearer cak_…`), for /v1."""
+    if token and token.startswith(API_KEY_PREFIX):
+        return _principal(await service.user_for_api_key(session=session, key=token), None)
+    return await get_current_user(state, session, token)
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
+ApiUser = Annotated[Principal, Depends(get_api_user)]
+
+
+async def get_current_admin(user: CurrentUser) -> Principal:
+    if user.role != "admin":
+        raise PermissionDenied("only admins can do this")
+    return user
+
+
+CurrentAdmin = Annotated[Principal, Depends(get_current_admin)]
+
+
+async def _limit_chat(state: IngressState, user: Principal) -> Principal:
+    """Per-user chat limits: requests per minute, and tokens per minute so far."""
+    limits = state.settings.auth
+    await state.limiter.check(limits.chat_token_limit, "chat-tokens", str(user.id), what="tokens")
+    await state.limiter.hit(limits.chat_request_limit, "chat-requests", str(user.id))
+    return user
+
+
+async def chat_rate_limit(state: StateDep, user: CurrentUser) -> Principal:
+    return await _limit_chat(state, user)
+
+
+async def api_chat_rate_limit(state: StateDep, user: ApiUser) -> Principal:
+    return await _limit_chat(state, user)
+
+
+ChatUser = Annotated[Principal, Depends(chat_rate_limit)]
+ApiChatUser = Annotated[Principal, Depends(api_chat_rate_limit)]
+
+
+async def record_chat_tokens(state: IngressState, user: Principal, tokens: int) -> None:
+    """Count a finished reply's tokens against the user's per-minute token limit."""
+    await state.limiter.record(
+        state.settings.auth.chat_token_limit, "chat-tokens", str(user.id), cost=tokens
+    )
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

@@ -17,6 +17,7 @@ from chatapp import errors
 logger = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[errors.ChatAppError], int]] = [
+    (errors.Unauthenticated, 401),
     (errors.NotFound, 404),
     (errors.PermissionDenied, 403),
     (errors.ContextWindowExceeded, 400),
@@ -62,6 +63,8 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             headers["Retry-After"] = str(max(1, round(retry_after)))
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
         type_ = "invalid_request_error" if status < 500 else "server_error"
         return status, envelope(exc.message, type_=type_, code=exc.code), headers
     logger.exception("unhandled error", exc_info=exc)

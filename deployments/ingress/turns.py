@@ -20,6 +20,8 @@ from chatapp.chat.schemas import MessagePublic
 from chatapp.config import Settings
 from chatapp.errors import ChatAppError, ProviderError
 from chatapp.llm.base import ChatMessage, Finish, SamplingParams, StreamError, TextDelta
+from chatapp.llm.router import CacheMode
+from chatapp.usage.budget import TokenBudget
 from deployments.ingress.errors import unwrap
 
 logger = logging.getLogger(__name__)
@@ -62,11 +64,44 @@ def sampling_params(
     )
 
 
+def cache_mode(header: str | None) -> CacheMode:
+    """The `X-ChatApp-Cache` request header: `no` opts out, `yes` opts in (any temperature);
+    absent: cached only at temperature 0."""
+    value = (header or "").strip().lower()
+    if value in ("no", "off", "false", "0", "no-store", "bypass"):
+        return "off"
+    if value in ("yes", "on", "true", "1"):
+        return "on"
+    return "auto"
+
+
+def build_budget(settings: Settings) -> TokenBudget | None:
+    """The monthly token budget, when one is configured (its own small SQL pool)."""
+    if settings.usage.monthly_token_budget is None:
+        return None
+    from chatapp.db.engine import make_engine, make_sessionmaker
+
+    db = settings.database.model_copy(update={"pool_size": 2})
+    return TokenBudget(
+        monthly_tokens=settings.usage.monthly_token_budget,
+        sessionmaker=make_sessionmaker(make_engine(db)),
+        refresh_s=settings.usage.budget_refresh_s,
+    )
+
+
 async def stream_model(
-    router: Any, messages: list[ChatMessage], params: SamplingParams, model: str | None
+    router: Any,
+    messages: list[ChatMessage],
+    params: SamplingParams,
+    model: str | None,
+    *,
+    user_id: uuid.UUID | None = None,
+    cache: CacheMode = "auto",
 ) -> AsyncIterator[TextDelta | Finish | StreamError]:
     """The router's stream with Ray's task errors unwrapped to ChatApp errors."""
-    gen = router.options(stream=True).stream.remote(messages, params, model)
+    gen = router.options(stream=True).stream.remote(
+        messages, params, model, user=str(user_id) if user_id else None, cache=cache
+    )
     try:
         async for chunk in gen:
             yield chunk
@@ -80,10 +115,27 @@ async def stream_model(
 
 
 class ChatTurns:
-    def __init__(self, *, settings: Settings, shards: ShardClient, router: Any) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        shards: ShardClient,
+        router: Any,
+        budget: TokenBudget | None = None,
+    ) -> None:
         self._settings = settings
         self._shards = shards
         self._router = router
+        self.budget = budget if budget is not None else build_budget(settings)
+
+    async def check_budget(self, user_id: uuid.UUID) -> None:
+        """429 once the user's monthly token budget is spent (no-op without a budget)."""
+        if self.budget is not None:
+            await self.budget.check(user_id)
+
+    def record_usage(self, user_id: uuid.UUID, finish: Finish | None) -> None:
+        if self.budget is not None and finish is not None and not finish.cached:
+            self.budget.record(user_id, finish.prompt_tokens + finish.completion_tokens)
 
     async def run(
         self,
@@ -93,7 +145,9 @@ class ChatTurns:
         content: str,
         params: SamplingParams,
         model: str | None = None,
+        cache: CacheMode = "auto",
     ) -> AsyncIterator[TurnEvent]:
+        await self.check_budget(user_id)  # before anything is stored
         start = await self._shards.call(conversation_id, "begin_turn", user_id, content)
         yield TurnStarted(start.user_message)
         messages = [ChatMessage("system", self._settings.chat.system_prompt), *start.history]
@@ -101,7 +155,10 @@ class ChatTurns:
         finish: Finish | None = None
         failure: ChatAppError | None = None
         try:
-            async for chunk in stream_model(self._router, messages, params, model):
+            chunks = stream_model(
+                self._router, messages, params, model, user_id=user_id, cache=cache
+            )
+            async for chunk in chunks:
                 if isinstance(chunk, TextDelta):
                     parts.append(chunk.text)
                     yield chunk
@@ -158,8 +215,12 @@ class ChatTurns:
                 model=finish.model if finish else None,
                 prompt_tokens=finish.prompt_tokens if finish else 0,
                 completion_tokens=finish.completion_tokens if finish else len(parts),
+                provider=finish.provider or None if finish else None,
+                cost_usd=finish.cost_usd if finish else 0.0,
+                cached=finish.cached if finish else False,
             )
         except ChatAppError as exc:
             logger.warning("reply of conversation %s not stored: %s", conversation_id, exc)
             return TurnFailed(exc, None)
+        self.record_usage(user_id, finish)
         return message

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.usefixtures("chat_app")
 
 
 @pytest.fixture
-def client(chat_app: str) -> httpx.Client:
-    with httpx.Client(base_url=chat_app, timeout=120) as c:
+def client(chat_app: str, auth_headers: dict[str, str]) -> httpx.Client:
+    with httpx.Client(base_url=chat_app, timeout=120, headers=auth_headers) as c:
         yield c  # type: ignore[misc]
 
 

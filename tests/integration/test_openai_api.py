@@ -7,8 +7,9 @@ import pytest
 
 
 @pytest.fixture
-def sdk(chat_app: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{chat_app}/v1", api_key="unused-until-auth", max_retries=0)
+def sdk(chat_app: str, auth_headers: dict[str, str]) -> openai.OpenAI:
+    token = auth_headers["Authorization"].removeprefix("Bearer ")
+    return openai.OpenAI(base_url=f"{chat_app}/v1", api_key=token, max_retries=0)
 
 
 def test_models_are_listed(sdk: openai.OpenAI) -> None:

@@ -37,10 +37,10 @@ def wait_until_alive(shard: Any, timeout: float = 60) -> None:
 
 
 def test_killed_shard_restarts_and_keeps_the_whole_history(
-    chat_app: str, app_overrides: dict[str, Any]
+    chat_app: str, app_overrides: dict[str, Any], auth_headers: dict[str, str]
 ) -> None:
     settings = Settings.from_overrides(app_overrides)
-    with httpx.Client(base_url=chat_app, timeout=120) as client:
+    with httpx.Client(base_url=chat_app, timeout=120, headers=auth_headers) as client:
         conv = client.post("/api/conversations", json={}).json()["id"]
         first = turn(client, conv, "My name is Ada.")
         turn(client, conv, "I like chess.")

@@ -47,8 +47,10 @@ def messages(client: httpx.Client, prefix: str, conv: str) -> list[dict[str, Any
     return client.get(f"{prefix}/api/conversations/{conv}").json()["messages"]  # type: ignore[no-any-return]
 
 
-def test_failure_after_first_token_keeps_partial_answer_marked_incomplete(sim_apps: str) -> None:
-    with httpx.Client(base_url=sim_apps, timeout=60) as client:
+def test_failure_after_first_token_keeps_partial_answer_marked_incomplete(
+    sim_apps: str, auth_headers: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=sim_apps, timeout=60, headers=auth_headers) as client:
         conv = client.post("/failing/api/conversations", json={}).json()["id"]
         with client.stream(
             "POST", f"/failing/api/conversations/{conv}/messages", json={"content": "hi"}
@@ -68,8 +70,10 @@ def test_failure_after_first_token_keeps_partial_answer_marked_incomplete(sim_ap
         assert stored[1]["finish_reason"] == "error"
 
 
-def test_stopping_a_generation_stores_what_was_received(sim_apps: str) -> None:
-    with httpx.Client(base_url=sim_apps, timeout=60) as client:
+def test_stopping_a_generation_stores_what_was_received(
+    sim_apps: str, auth_headers: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=sim_apps, timeout=60, headers=auth_headers) as client:
         conv = client.post("/slow/api/conversations", json={}).json()["id"]
         received = []
         with client.stream(

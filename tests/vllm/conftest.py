@@ -25,9 +25,9 @@ if importlib.util.find_spec("vllm") is None:
         allow_module_level=True,
     )
 
-from chatapp.llm.convert import ensure_hf_model  # noqa: E402
-from chatapp.llm.vllm import VLLMEngine  # noqa: E402
-from chatapp.llm.weights import default_gguf_path  # noqa: E402
+from chatapp.llm.convert import ensure_hf_model
+from chatapp.llm.vllm import VLLMEngine
+from chatapp.llm.weights import default_gguf_path
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "var" / "models" / "SmolLM2-135M-Instruct-hf"

@@ -1,5 +1,6 @@
-"""/api/conversations: create, list (paged), read (messages paged), rename, delete, and
-post a message answered by a stream of server-sent events."""
+"""/api/conversations: create, list (paged, searchable), read (messages paged), rename,
+delete, post a message (or edit one and resend) answered by a stream of server-sent
+events, and regenerate the last answer."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from chatapp.chat.schemas import (
     ConversationUpdate,
     MessageCreate,
     MessagePublic,
+    RegenerateRequest,
+    TurnOptions,
     TurnResult,
 )
 from chatapp.errors import InvalidRequest
 from chatapp.llm.base import TextDelta
-from deployments.ingress.deps import CurrentUser, SessionDep, StateDep
+from deployments.ingress.deps import ChatUser, CurrentUser, IngressState, SessionDep, StateDep
 from deployments.ingress.errors import error_body
 from deployments.ingress.turns import TurnDone, TurnEvent, TurnFailed, TurnStarted, sampling_params
 
@@ -48,9 +51,17 @@ async def list_conversations(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Only conversations whose title or messages "
+            "contain this text (case-insensitive).",
+        ),
+    ] = None,
 ) -> ConversationPage:
     rows, next_cursor = await repository.list_conversations(
-        session=session, user_id=user.id, limit=limit, cursor=cursor
+        session=session, user_id=user.id, limit=limit, cursor=cursor, q=(q or "").strip() or None
     )
     return ConversationPage(
         items=[ConversationPublic.model_validate(r) for r in rows], next_cursor=next_cursor
@@ -144,18 +155,51 @@ def _sse(event: TurnEvent) -> ServerSentEvent:
     },
 )
 async def post_message(
-    conversation_id: uuid.UUID, body: MessageCreate, user: CurrentUser, state: StateDep
+    conversation_id: uuid.UUID, body: MessageCreate, user: ChatUser, state: StateDep
 ) -> Response:
     if len(body.content) > state.settings.chat.max_message_chars:
         raise InvalidRequest(
             f"content: the message is longer than {state.settings.chat.max_message_chars} "
             "characters"
         )
+    if body.replace_from_seq is not None:
+        await state.shards.call(
+            conversation_id, "prepare_rewrite", user.id, body.replace_from_seq, body.content
+        )
+    return await _answer(state, user.id, conversation_id, body.content, body)
+
+
+@router.post(
+    "/{conversation_id}/regenerate",
+    responses={200: {"description": "The same stream (or JSON) as posting a message."}},
+)
+async def regenerate(
+    conversation_id: uuid.UUID,
+    user: ChatUser,
+    state: StateDep,
+    body: RegenerateRequest | None = None,
+) -> Response:
+    """Answer the last user message again, replacing its reply."""
+    content = await state.shards.call(conversation_id, "prepare_regenerate", user.id)
+    return await _answer(state, user.id, conversation_id, content, body or RegenerateRequest())
+
+
+async def _answer(
+    state: IngressState,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    content: str,
+    body: TurnOptions,
+) -> Response:
     params = sampling_params(
         state.settings, max_tokens=body.max_tokens, temperature=body.temperature
     )
     events = state.turns.run(
-        user_id=user.id, conversation_id=conversation_id, content=body.content, params=params
+        user_id=user_id,
+        conversation_id=conversation_id,
+        content=content,
+        params=params,
+        model=body.model,
     )
     # Pull until the first token, so errors before it are ordinary HTTP errors.
     head: list[TurnEvent] = []

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -20,9 +20,9 @@ from chatapp.openai_api.protocol import (
     completion_id,
     now,
 )
-from deployments.ingress.deps import CurrentUser, StateDep
+from deployments.ingress.deps import ApiChatUser, ApiUser, StateDep
 from deployments.ingress.errors import error_body
-from deployments.ingress.turns import sampling_params, stream_model
+from deployments.ingress.turns import cache_mode, sampling_params, stream_model
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -30,24 +30,41 @@ _ROLES = {"developer": "system"}
 
 
 @router.get("/models")
-async def list_models(state: StateDep, _user: CurrentUser) -> ModelList:
+async def list_models(state: StateDep, _user: ApiUser) -> ModelList:
     models: list[dict[str, Any]] = await state.router.models.remote()
     return ModelList(
-        data=[ModelCard(id=m["model"], context_window=m.get("context_window")) for m in models]
+        data=[
+            ModelCard(
+                id=m["model"],
+                context_window=m.get("context_window"),
+                owned_by=str(m.get("provider") or "chatapp"),
+            )
+            for m in models
+        ]
     )
 
 
-def _usage(finish: Finish) -> dict[str, int]:
+def _usage(finish: Finish) -> dict[str, Any]:
+    """OpenAI's usage object, plus who answered, its cost and whether it was cached."""
     return {
         "prompt_tokens": finish.prompt_tokens,
         "completion_tokens": finish.completion_tokens,
         "total_tokens": finish.prompt_tokens + finish.completion_tokens,
+        "provider": finish.provider or None,
+        "cost_usd": finish.cost_usd,
+        "cached": finish.cached,
     }
 
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, state: StateDep, _user: CurrentUser
+    body: ChatCompletionRequest,
+    state: StateDep,
+    user: ApiChatUser,
+    x_chatapp_cache: Annotated[
+        str | None,
+        Header(description="`no` skips the response cache; `yes` uses it at any temperature."),
+    ] = None,
 ) -> Response:
     messages = [
         ChatMessage(_ROLES.get(m.role, m.role), m.text())  # type: ignore[arg-type]
@@ -64,7 +81,10 @@ async def chat_completions(
         seed=body.seed,
     )
     model = None if body.model == "auto" else body.model
-    chunks = stream_model(state.router, messages, params, model)
+    await state.turns.check_budget(user.id)
+    chunks = stream_model(
+        state.router, messages, params, model, user_id=user.id, cache=cache_mode(x_chatapp_cache)
+    )
     first = await anext(chunks)  # errors before the first token are plain HTTP errors
     ident, created = completion_id(), now()
 
@@ -75,6 +95,7 @@ async def chat_completions(
             if isinstance(chunk, TextDelta):
                 parts.append(chunk.text)
             elif isinstance(chunk, Finish):
+                state.turns.record_usage(user.id, chunk)
                 break
             else:
                 raise ChatAppError(chunk.message)
@@ -117,6 +138,7 @@ async def chat_completions(
                 if isinstance(chunk, TextDelta):
                     yield ServerSentEvent(frame({"content": chunk.text}))
                 elif isinstance(chunk, Finish):
+                    state.turns.record_usage(user.id, chunk)
                     yield ServerSentEvent(frame({}, chunk.finish_reason, chunk.model))
                     if include_usage:
                         payload = json.loads(frame({}, None, chunk.model))

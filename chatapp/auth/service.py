@@ -1,0 +1,341 @@
+"""Account operations: keyword-only functions over an AsyncSession and `AuthSettings`.
+
+Sessions: a login creates an `AuthSession`; its access tokens carry the session id, its
+refresh tokens rotate on every use. Presenting a refresh token that was already used
+revokes the whole session (someone copied it), and so does logout.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatapp.auth.passwords import check_password_strength, hash_password, verify_password
+from chatapp.auth.schemas import TokenPair
+from chatapp.auth.tokens import (
+    API_KEY_PREFIX,
+    InvalidToken,
+    create_access_token,
+    decode_access_token,
+    hash_secret,
+    new_secret,
+)
+from chatapp.config import AuthSettings
+from chatapp.db.models import ApiKey, AuthSession, OidcIdentity, RefreshToken, User, utcnow
+from chatapp.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSigner:
+    """What signs and checks access tokens."""
+
+    secret: str
+    issuer: str
+    audience: str
+    access_ttl: timedelta
+    refresh_ttl: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: AuthSettings, *, secret: str) -> TokenSigner:
+        return cls(
+            secret=secret,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            access_ttl=timedelta(seconds=settings.access_token_ttl_s),
+            refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
+        )
+
+
+def _role_for(email: str, settings: AuthSettings) -> str:
+    admins = {e.lower() for e in settings.admin_emails}
+    return "admin" if email.lower() in admins else "user"
+
+
+async def register_user(
+    *, session: AsyncSession, settings: AuthSettings, email: str, password: str, display_name: str
+) -> User:
+    if not settings.registration_open:
+        raise PermissionDenied("registration is closed on this server; ask an admin")
+    email = email.strip().lower()
+    check_password_strength(password, email=email, min_length=settings.password_min_length)
+    user = User(
+        email=email,
+        display_name=display_name.strip() or email.split("@", 1)[0],
+        password_hash=hash_password(password),
+        role=_role_for(email, settings),
+    )
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise Conflict("an account with this email already exists; log in instead") from exc
+    return user
+
+
+async def authenticate(*, session: AsyncSession, email: str, password: str) -> User | None:
+    """The active user with this email and password, or None (in constant-ish time)."""
+    user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+    ok = verify_password(password, user.password_hash if user else None)
+    if user is None or not ok or not user.is_active:
+        return None
+    return user
+
+
+async def _issue(
+    *, session: AsyncSession, signer: TokenSigner, user_id: uuid.UUID, session_id: uuid.UUID
+) -> TokenPair:
+    refresh = new_secret()
+    session.add(
+        RefreshToken(
+            session_id=session_id,
+            token_hash=hash_secret(refresh),
+            expires_at=utcnow() + signer.refresh_ttl,
+        )
+    )
+    await session.commit()
+    access = create_access_token(
+        user_id,
+        session_id=session_id,
+        secret=signer.secret,
+        ttl=signer.access_ttl,
+        issuer=signer.issuer,
+        audience=signer.audience,
+    )
+    return TokenPair(
+        access_token=access,
+        expires_in=int(signer.access_ttl.total_seconds()),
+        refresh_token=refresh,
+    )
+
+
+async def start_session(*, session: AsyncSession, signer: TokenSigner, user: User) -> TokenPair:
+    auth_session = AuthSession(user_id=user.id)
+    session.add(auth_session)
+    await session.flush()
+    return await _issue(session=session, signer=signer, user_id=user.id, session_id=auth_session.id)
+
+
+async def refresh_session(
+    *, session: AsyncSession, signer: TokenSigner, refresh_token: str
+) -> TokenPair:
+    """Rotate: the presented token is spent and a new pair issued. Reuse revokes the session."""
+    now = utcnow()
+    row = await session.scalar(
+        select(RefreshToken)
+        .where(RefreshToken.token_hash == hash_secret(refresh_token))
+        .with_for_update()
+    )
+    if row is None:
+        raise InvalidToken("the refresh token is invalid; log in again")
+    auth_session = await session.get(AuthSession, row.session_id)
+    user = await session.get(User, auth_session.user_id) if auth_session else None
+    if auth_session is None or user is None or auth_session.revoked_at is not None:
+        raise InvalidToken("this session has ended; log in again")
+    if row.used_at is not None:
+        auth_session.revoked_at = now
+        await session.commit()
+        raise InvalidToken("this refresh token was already used; the session is revoked")
+    if row.expires_at <= now:
+        raise InvalidToken("the refresh token has expired; log in again")
+    if not user.is_active:
+        raise InvalidToken("this account is disabled")
+    spent = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+    if spent.rowcount != 1:  # type: ignore[attr-defined]  # a concurrent refresh won
+        auth_session.revoked_at = now
+        await session.commit()
+        raise InvalidToken("this refresh token was already used; the session is revoked")
+    return await _issue(session=session, signer=signer, user_id=user.id, session_id=auth_session.id)
+
+
+async def revoke_session_of(*, session: AsyncSession, refresh_token: str) -> None:
+    row = await session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == hash_secret(refresh_token))
+    )
+    if row is not None:
+        await revoke_session(session=session, session_id=row.session_id)
+
+
+async def revoke_session(*, session: AsyncSession, session_id: uuid.UUID) -> None:
+    await session.execute(
+        update(AuthSession)
+        .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    await session.commit()
+
+
+async def user_for_access_token(
+    *, session: AsyncSession, signer: TokenSigner, token: str
+) -> tuple[User, uuid.UUID]:
+    """The user behind a valid access token of a live session, and the session id."""
+    claims = decode_access_token(
+        token, secret=signer.secret, issuer=signer.issuer, audience=signer.audience
+    )
+    row = (
+        await session.execute(
+            select(User, AuthSession.revoked_at)
+            .join(AuthSession, AuthSession.user_id == User.id)
+            .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
+        )
+    ).first()
+    if row is None:
+        raise InvalidToken("this account or session no longer exists; log in again")
+    user, revoked_at = row
+    if revoked_at is not None:
+        raise InvalidToken("this session has ended; log in again")
+    if not user.is_active:
+        raise InvalidToken("this account is disabled")
+    return user, claims.session_id
+
+
+async def user_for_api_key(*, session: AsyncSession, key: str) -> User:
+    row = (
+        await session.execute(
+            select(User, ApiKey)
+            .join(ApiKey, ApiKey.user_id == User.id)
+            .where(ApiKey.key_hash == hash_secret(key))
+        )
+    ).first()
+    if row is None:
+        raise InvalidToken("the API key is invalid")
+    user, api_key = row
+    if api_key.revoked_at is not None:
+        raise InvalidToken("the API key was revoked")
+    if not user.is_active:
+        raise InvalidToken("this account is disabled")
+    api_key.last_used_at = utcnow()
+    await session.commit()
+    return user
+
+
+async def change_password(
+    *,
+    session: AsyncSession,
+    settings: AuthSettings,
+    user: User,
+    current: str,
+    new: str,
+    keep_session: uuid.UUID | None,
+) -> None:
+    """Set a new password and end every other session."""
+    if not verify_password(current, user.password_hash):
+        raise PermissionDenied("the current password is wrong")
+    check_password_strength(new, email=user.email, min_length=settings.password_min_length)
+    user.password_hash = hash_password(new)
+    await session.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.user_id == user.id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.id != (keep_session or uuid.UUID(int=0)),
+        )
+        .values(revoked_at=utcnow())
+    )
+    await session.commit()
+
+
+async def delete_account(*, session: AsyncSession, user: User, password: str | None) -> None:
+    """Delete the user and, by cascade, their conversations, keys and sessions."""
+    if user.password_hash is not None and not verify_password(password or "", user.password_hash):
+        raise PermissionDenied("the password is wrong; the account was not deleted")
+    await session.delete(user)
+    await session.commit()
+
+
+async def create_api_key(*, session: AsyncSession, user: User, name: str) -> tuple[ApiKey, str]:
+    key = new_secret(API_KEY_PREFIX)
+    row = ApiKey(user_id=user.id, name=name.strip(), prefix=key[:12], key_hash=hash_secret(key))
+    session.add(row)
+    await session.commit()
+    return row, key
+
+
+async def list_api_keys(*, session: AsyncSession, user: User) -> list[ApiKey]:
+    rows = await session.scalars(
+        select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.created_at.desc())
+    )
+    return list(rows)
+
+
+async def revoke_api_key(*, session: AsyncSession, user: User, key_id: uuid.UUID) -> None:
+    row = await session.get(ApiKey, key_id)
+    if row is None or row.user_id != user.id:
+        raise NotFound(f"API key {key_id} not found")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await session.commit()
+
+
+async def list_users(*, session: AsyncSession, limit: int, offset: int) -> tuple[list[User], bool]:
+    rows = list(
+        await session.scalars(
+            select(User).order_by(User.created_at, User.id).limit(limit + 1).offset(offset)
+        )
+    )
+    return rows[:limit], len(rows) > limit
+
+
+async def set_user_active(
+    *, session: AsyncSession, actor: User, user_id: uuid.UUID, active: bool
+) -> User:
+    if actor.role != "admin":
+        raise PermissionDenied("only admins can do this")
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    if user.id == actor.id and not active:
+        raise InvalidRequest("admins cannot disable their own account")
+    user.is_active = active
+    await session.commit()
+    return user
+
+
+async def user_for_oidc_login(
+    *,
+    session: AsyncSession,
+    settings: AuthSettings,
+    provider: str,
+    subject: str,
+    email: str | None,
+    email_verified: bool,
+    display_name: str,
+) -> User:
+    """The account linked to this provider identity; the first login links to or creates
+    the account with the same verified email."""
+    user = await session.scalar(
+        select(User)
+        .join(OidcIdentity, OidcIdentity.user_id == User.id)
+        .where(OidcIdentity.provider == provider, OidcIdentity.subject == subject)
+    )
+    if user is None:
+        if not email or not email_verified:
+            raise PermissionDenied(
+                f"{provider} did not confirm a verified email address, so the login cannot be "
+                "linked to an account"
+            )
+        email = email.strip().lower()
+        user = await session.scalar(select(User).where(User.email == email))
+        if user is None:
+            user = User(
+                email=email,
+                display_name=display_name or email.split("@", 1)[0],
+                role=_role_for(email, settings),
+                email_verified=True,
+            )
+            session.add(user)
+            await session.flush()
+        session.add(OidcIdentity(user_id=user.id, provider=provider, subject=subject))
+        await session.commit()
+    if not user.is_active:
+        raise PermissionDenied("this account is disabled")
+    return user

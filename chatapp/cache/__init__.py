@@ -1,0 +1,1 @@
+"""Response cache: exact-match answers in Redis, or in-process when Redis is not set."""

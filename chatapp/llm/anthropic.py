@@ -1,0 +1,156 @@
+"""Anthropic's Messages API through the official `anthropic` SDK: the system prompt goes
+in `system`, turns alternate user/assistant, usage comes from message_start and
+message_delta. SDK errors are mapped to `chatapp.errors` here only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anthropic
+import httpx2  # the HTTP client the openai and anthropic SDKs are built on
+
+from chatapp.errors import (
+    ChatAppError,
+    ContextWindowExceeded,
+    InvalidRequest,
+    ProviderAuth,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ServiceUnavailable,
+)
+from chatapp.llm.base import ChatMessage, ChatProvider, Finish, SamplingParams, TextDelta
+from chatapp.llm.resilience import retry_after_from_headers
+
+logger = logging.getLogger(__name__)
+
+_STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def map_anthropic_error(exc: BaseException, provider: str) -> ChatAppError:
+    """The one boundary where `anthropic` (and httpx stream) errors become ChatApp errors."""
+    if isinstance(exc, ChatAppError):
+        return exc
+    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return ProviderTimeout(f"{provider} timed out")
+    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+        return ServiceUnavailable(f"{provider} is unreachable: {type(exc).__name__}")
+    if isinstance(exc, anthropic.RateLimitError):
+        return ProviderRateLimited(
+            f"{provider} rate limit reached",
+            retry_after=retry_after_from_headers(exc.response.headers),
+        )
+    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
+        return ProviderAuth(f"{provider} rejected the API key ({exc.status_code}); check its key")
+    if isinstance(exc, anthropic.BadRequestError):
+        if "prompt is too long" in str(exc.message).lower():
+            return ContextWindowExceeded(f"the prompt is too long for {provider}: {exc.message}")
+        return InvalidRequest(f"{provider} rejected the request: {exc.message}")
+    if isinstance(exc, anthropic.NotFoundError | anthropic.UnprocessableEntityError):
+        return InvalidRequest(f"{provider} rejected the request: {exc.message}")
+    if isinstance(exc, anthropic.APIStatusError):
+        if exc.status_code in (502, 503, 504, 529):
+            return ServiceUnavailable(f"{provider} is unavailable ({exc.status_code})")
+        return ProviderError(f"{provider} failed ({exc.status_code})")
+    if isinstance(exc, anthropic.APIError):
+        return ProviderError(f"{provider} failed: {exc.message}")
+    if isinstance(exc, ValueError):
+        return ProviderError(f"{provider} sent a malformed event")
+    return ProviderError(f"{provider} failed: {type(exc).__name__}")
+
+
+def to_anthropic(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
+    """System messages become `system`; consecutive turns of one role are merged and the
+    conversation starts with a user turn, as the Messages API requires."""
+    system = "\n\n".join(m.content for m in messages if m.role == "system")
+    turns: list[dict[str, str]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        if turns and turns[-1]["role"] == m.role:
+            turns[-1]["content"] += "\n\n" + m.content
+        else:
+            turns.append({"role": m.role, "content": m.content})
+    while turns and turns[0]["role"] != "user":
+        turns.pop(0)
+    return system, turns
+
+
+class AnthropicProvider(ChatProvider):
+    def __init__(self, *, name: str, client: anthropic.AsyncAnthropic) -> None:
+        self.name = name
+        self._client = client
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        name: str,
+        api_key: str,
+        base_url: str | None,
+        timeout: httpx2.Timeout,
+        http_client: httpx2.AsyncClient | None = None,
+    ) -> AnthropicProvider:
+        client = anthropic.AsyncAnthropic(
+            api_key=api_key or "unset",
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=0,
+            http_client=http_client,
+        )
+        return cls(name=name, client=client)
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, *, model: str
+    ) -> AsyncIterator[TextDelta | Finish]:
+        system, turns = to_anthropic(messages)
+        if not turns:
+            raise InvalidRequest("the conversation has no user message")
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": turns,
+            "max_tokens": params.max_tokens,
+            "temperature": min(params.temperature, 1.0),
+            "stream": True,
+        }
+        if system:
+            kwargs["system"] = system
+        if params.top_p < 1.0:
+            kwargs["top_p"] = params.top_p
+        if params.stop:
+            kwargs["stop_sequences"] = list(params.stop)
+        reason: str | None = None
+        prompt_tokens = completion_tokens = 0
+        answered_model = model
+        try:
+            stream = await self._client.messages.create(**kwargs)
+            async with stream:
+                async for event in stream:
+                    if event.type == "message_start":
+                        answered_model = event.message.model or model
+                        prompt_tokens = event.message.usage.input_tokens
+                    elif event.type == "content_block_delta":
+                        text = getattr(event.delta, "text", None)
+                        if text:
+                            yield TextDelta(text)
+                    elif event.type == "message_delta":
+                        reason = event.delta.stop_reason or reason
+                        completion_tokens = event.usage.output_tokens
+                    elif event.type == "message_stop":
+                        reason = reason or "end_turn"
+        except Exception as exc:
+            raise map_anthropic_error(exc, self.name) from exc
+        if reason is None:
+            raise ProviderError(f"{self.name} ended the stream before the answer was complete")
+        yield Finish(
+            finish_reason=_STOP.get(reason, "stop"),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            model=answered_model,
+            provider=self.name,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()

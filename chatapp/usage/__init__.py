@@ -1,0 +1,1 @@
+"""Usage accounting: per-user totals of tokens and cost, and the monthly token budget."""

@@ -1,0 +1,165 @@
+"""/api/auth: register, OAuth2 password flow, refresh, logout, OIDC login."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.security import OAuth2PasswordRequestForm
+
+from chatapp.auth import service
+from chatapp.auth.oidc import STATE_TTL_S, open_state, seal_state
+from chatapp.auth.schemas import (
+    OidcProviderPublic,
+    RefreshRequest,
+    TokenPair,
+    UserCreate,
+    UserPublic,
+)
+from chatapp.errors import NotFound, Unauthenticated
+from deployments.ingress.deps import BearerDep, SessionDep, StateDep, client_ip
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+_STATE_COOKIE = "chatapp_oidc"
+
+
+@router.post("/register", status_code=201)
+async def register(
+    body: UserCreate, request: Request, state: StateDep, session: SessionDep
+) -> UserPublic:
+    await state.limiter.hit(
+        state.settings.auth.register_ip_limit,
+        "register-ip",
+        client_ip(request),
+        what="registrations",
+    )
+    user = await service.register_user(
+        session=session,
+        settings=state.settings.auth,
+        email=body.email,
+        password=body.password,
+        display_name=body.display_name,
+    )
+    return UserPublic.model_validate(user)
+
+
+@router.post("/token")
+async def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    state: StateDep,
+    session: SessionDep,
+) -> TokenPair:
+    """OAuth2 password flow: form fields `username` (the email) and `password`."""
+    limits, email = state.settings.auth, form.username.strip().lower()
+    await state.limiter.hit(limits.login_ip_limit, "login-ip", client_ip(request), what="logins")
+    await state.limiter.check(
+        limits.login_failure_limit, "login-fail", email, what="failed logins for this account"
+    )
+    user = await service.authenticate(session=session, email=email, password=form.password)
+    if user is None:
+        await state.limiter.record(limits.login_failure_limit, "login-fail", email, cost=1)
+        raise Unauthenticated("wrong email or password")
+    await state.limiter.reset(limits.login_failure_limit, "login-fail", email)
+    return await service.start_session(session=session, signer=state.signer, user=user)
+
+
+@router.post("/refresh")
+async def refresh(body: RefreshRequest, state: StateDep, session: SessionDep) -> TokenPair:
+    """Trade a refresh token for a new pair; each refresh token works once."""
+    return await service.refresh_session(
+        session=session, signer=state.signer, refresh_token=body.refresh_token
+    )
+
+
+@router.post("/logout", status_code=204)
+async def logout(
+    state: StateDep, session: SessionDep, token: BearerDep, body: RefreshRequest | None = None
+) -> Response:
+    """End the session of the refresh token (or of the bearer access token)."""
+    if body is not None:
+        await service.revoke_session_of(session=session, refresh_token=body.refresh_token)
+    elif token:
+        _, session_id = await service.user_for_access_token(
+            session=session, signer=state.signer, token=token
+        )
+        await service.revoke_session(session=session, session_id=session_id)
+    else:
+        raise Unauthenticated("send the refresh token in the body or an access token")
+    return Response(status_code=204)
+
+
+@router.get("/providers")
+async def providers(state: StateDep) -> list[OidcProviderPublic]:
+    """External login providers, for login buttons."""
+    return [
+        OidcProviderPublic(
+            name=client.provider.name,
+            display_name=client.provider.display_name,
+            login_url=f"/api/auth/oidc/{name}/login",
+        )
+        for name, client in state.oidc.items()
+    ]
+
+
+@router.get("/oidc/{name}/login")
+async def oidc_login(name: str, state: StateDep) -> RedirectResponse:
+    client = state.oidc.get(name)
+    if client is None:
+        raise NotFound(f"login provider {name!r} is not configured")
+    url, login_state = await client.start()
+    response = RedirectResponse(url, status_code=302)
+    response.set_cookie(
+        _STATE_COOKIE,
+        seal_state(login_state, secret=state.settings.secret_key),
+        max_age=STATE_TTL_S,
+        path="/api/auth/oidc",
+        httponly=True,
+        samesite="lax",
+        secure=state.settings.auth.public_url.startswith("https://"),
+    )
+    return response
+
+
+@router.get("/oidc/{name}/callback")
+async def oidc_callback(
+    name: str,
+    request: Request,
+    state: StateDep,
+    session: SessionDep,
+    code: Annotated[str | None, Query(max_length=2048)] = None,
+    state_param: Annotated[str | None, Query(alias="state", max_length=512)] = None,
+    error: Annotated[str | None, Query(max_length=256)] = None,
+) -> RedirectResponse:
+    """Finish the login, then send the browser to the chat page with its tokens in the
+    URL fragment (never sent to a server)."""
+    client = state.oidc.get(name)
+    if client is None:
+        raise NotFound(f"login provider {name!r} is not configured")
+    if error or not code or not state_param:
+        raise Unauthenticated(f"{client.provider.display_name} did not complete the login")
+    login_state = open_state(request.cookies.get(_STATE_COOKIE), secret=state.settings.secret_key)
+    identity = await client.finish(code=code, state=state_param, login=login_state)
+    user = await service.user_for_oidc_login(
+        session=session,
+        settings=state.settings.auth,
+        provider=name,
+        subject=identity.subject,
+        email=identity.email,
+        email_verified=identity.email_verified,
+        display_name=identity.name,
+    )
+    tokens = await service.start_session(session=session, signer=state.signer, user=user)
+    fragment = urlencode(
+        {
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "expires_in": tokens.expires_in,
+        }
+    )
+    response = RedirectResponse(f"{state.settings.auth.public_url}/#{fragment}", status_code=302)
+    response.delete_cookie(_STATE_COOKIE, path="/api/auth/oidc")
+    return response

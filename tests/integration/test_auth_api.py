@@ -1,0 +1,399 @@
+"""Accounts and authentication through the running app, on the real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import openai
+import pytest
+from ray import serve
+
+from actors.client import kill_shards
+from chatapp.config import Settings
+from deployments.app import build_app
+from tests.conftest import ADMIN_EMAIL, register_and_login
+
+PASSWORD = "correct horse battery staple"
+
+
+def email() -> str:
+    return f"u-{uuid.uuid4().hex[:10]}@example.com"
+
+
+@pytest.fixture
+def http(chat_app: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=chat_app, timeout=60) as client:
+        yield client
+
+
+def login(http: httpx.Client, address: str, password: str = PASSWORD) -> dict[str, Any]:
+    response = http.post("/api/auth/token", data={"username": address, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def new_account(http: httpx.Client) -> tuple[str, dict[str, Any]]:
+    address = email()
+    assert (
+        http.post("/api/auth/register", json={"email": address, "password": PASSWORD}).status_code
+        == 201
+    )
+    return address, login(http, address)
+
+
+def test_register_login_me_and_password_rules(http: httpx.Client) -> None:
+    address = email()
+    created = http.post(
+        "/api/auth/register",
+        json={"email": address.upper(), "password": PASSWORD, "display_name": "Ann"},
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert (
+        body["email"] == address and body["role"] == "user" and "password" not in json.dumps(body)
+    )
+
+    again = http.post("/api/auth/register", json={"email": address, "password": PASSWORD})
+    assert again.status_code == 409
+    weak = http.post("/api/auth/register", json={"email": email(), "password": "short"})
+    assert weak.status_code == 422 and "password" in weak.json()["error"]["message"]
+    bad_email = http.post(
+        "/api/auth/register", json={"email": "not-an-email", "password": PASSWORD}
+    )
+    assert bad_email.status_code == 422
+
+    tokens = login(http, address)
+    assert tokens["token_type"] == "bearer" and tokens["expires_in"] > 0
+    me = http.get("/api/me", headers=bearer(tokens))
+    assert me.status_code == 200 and me.json()["display_name"] == "Ann"
+
+    wrong = http.post("/api/auth/token", data={"username": address, "password": "nope nope nope"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert http.get("/api/me").status_code == 401
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(http: httpx.Client) -> None:
+    _, first = new_account(http)
+    second = http.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200
+    second_tokens = second.json()
+    assert second_tokens["refresh_token"] != first["refresh_token"]
+    assert http.get("/api/me", headers=bearer(second_tokens)).status_code == 200
+
+    # the first refresh token is presented again: someone copied it
+    reuse = http.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert reuse.status_code == 401
+    # ... so the whole session is revoked, including the newest tokens
+    assert (
+        http.post(
+            "/api/auth/refresh", json={"refresh_token": second_tokens["refresh_token"]}
+        ).status_code
+        == 401
+    )
+    assert http.get("/api/me", headers=bearer(second_tokens)).status_code == 401
+
+
+def test_logout_revokes_the_session(http: httpx.Client) -> None:
+    _, tokens = new_account(http)
+    assert (
+        http.post("/api/auth/logout", json={"refresh_token": tokens["refresh_token"]}).status_code
+        == 204
+    )
+    assert http.get("/api/me", headers=bearer(tokens)).status_code == 401
+    assert (
+        http.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code
+        == 401
+    )
+
+
+def test_change_password_and_delete_account(http: httpx.Client) -> None:
+    address, tokens = new_account(http)
+    other_session = login(http, address)
+    conv = http.post("/api/conversations", json={"title": "mine"}, headers=bearer(tokens)).json()
+    changed = http.post(
+        "/api/me/password",
+        json={"current_password": PASSWORD, "new_password": "another long passphrase"},
+        headers=bearer(tokens),
+    )
+    assert changed.status_code == 204
+    assert http.get("/api/me", headers=bearer(tokens)).status_code == 200  # this session stays
+    assert http.get("/api/me", headers=bearer(other_session)).status_code == 401  # others end
+    assert (
+        http.post("/api/auth/token", data={"username": address, "password": PASSWORD}).status_code
+        == 401
+    )
+    tokens = login(http, address, "another long passphrase")
+
+    refused = http.request("DELETE", "/api/me", json={"password": "wrong"}, headers=bearer(tokens))
+    assert refused.status_code == 403
+    deleted = http.request(
+        "DELETE", "/api/me", json={"password": "another long passphrase"}, headers=bearer(tokens)
+    )
+    assert deleted.status_code == 204
+    assert http.get("/api/me", headers=bearer(tokens)).status_code == 401
+    # the conversations went with the account
+    _, stranger = new_account(http)
+    assert http.get(f"/api/conversations/{conv['id']}", headers=bearer(stranger)).status_code == 404
+
+
+def test_api_keys_work_with_the_openai_sdk_and_stop_when_revoked(
+    http: httpx.Client, chat_app: str
+) -> None:
+    _, tokens = new_account(http)
+    created = http.post("/api/keys", json={"name": "laptop"}, headers=bearer(tokens))
+    assert created.status_code == 201
+    key = created.json()["key"]
+    assert key.startswith("cak_")
+    listed = http.get("/api/keys", headers=bearer(tokens)).json()
+    assert [k["name"] for k in listed] == ["laptop"] and "key" not in listed[0]
+    assert key.startswith(listed[0]["prefix"])
+
+    sdk = openai.OpenAI(base_url=f"{chat_app}/v1", api_key=key, max_retries=0)
+    assert "smollm2-135m-instruct" in [m.id for m in sdk.models.list()]
+    reply = sdk.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    assert reply.choices[0].message.content is not None
+    # API keys are for /v1; the /api routes want a login
+    assert http.get("/api/me", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+
+    assert http.delete(f"/api/keys/{listed[0]['id']}", headers=bearer(tokens)).status_code == 204
+    with pytest.raises(openai.AuthenticationError):
+        sdk.models.list()
+
+
+def test_admin_disables_a_user_and_their_tokens_and_keys_stop_at_once(http: httpx.Client) -> None:
+    _, user_tokens = new_account(http)
+    key = http.post("/api/keys", json={"name": "k"}, headers=bearer(user_tokens)).json()["key"]
+    me = http.get("/api/me", headers=bearer(user_tokens)).json()
+
+    # a plain user is not an admin
+    assert http.get("/api/admin/users", headers=bearer(user_tokens)).status_code == 403
+
+    admin = register_and_login_admin(http)
+    page = http.get("/api/admin/users", params={"limit": 200}, headers=admin).json()
+    assert me["id"] in [u["id"] for u in page["items"]]
+    disabled = http.post(f"/api/admin/users/{me['id']}/disable", headers=admin)
+    assert disabled.status_code == 200 and disabled.json()["is_active"] is False
+
+    assert http.get("/api/me", headers=bearer(user_tokens)).status_code == 401
+    assert http.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert (
+        http.post(
+            "/api/auth/refresh", json={"refresh_token": user_tokens["refresh_token"]}
+        ).status_code
+        == 401
+    )
+
+    assert http.post(f"/api/admin/users/{me['id']}/enable", headers=admin).status_code == 200
+    assert http.get("/api/me", headers=bearer(user_tokens)).status_code == 200
+
+
+def register_and_login_admin(http: httpx.Client) -> dict[str, str]:
+    exists = http.post("/api/auth/token", data={"username": ADMIN_EMAIL, "password": PASSWORD})
+    if exists.status_code == 200:
+        return bearer(exists.json())
+    return register_and_login(str(http.base_url), email=ADMIN_EMAIL, password=PASSWORD)
+
+
+def _forge(tokens: dict[str, Any], **changes: Any) -> str:
+    header, payload, signature = tokens["access_token"].split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims.update(changes)
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{body}.{signature}"
+
+
+def test_attacks_get_401_and_change_nothing(http: httpx.Client) -> None:
+    _, victim = new_account(http)
+    conv = http.post("/api/conversations", json={"title": "victim"}, headers=bearer(victim)).json()
+    _, attacker = new_account(http)
+    none_header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    payload = victim["access_token"].split(".")[1]
+    attacker_sub = http.get("/api/me", headers=bearer(attacker)).json()["id"]
+    forged = [
+        f"{none_header}.{payload}.",  # alg: none
+        _forge(victim, sub=attacker_sub),  # tampered payload
+        _forge(victim, exp=1),  # expired (signature also breaks)
+        "not-a-jwt",
+        "a.b.c",
+    ]
+    for token in forged:
+        for method, path in [
+            ("GET", "/api/conversations"),
+            ("GET", f"/api/conversations/{conv['id']}"),
+            ("DELETE", f"/api/conversations/{conv['id']}"),
+            ("POST", f"/api/conversations/{conv['id']}/messages"),
+        ]:
+            response = http.request(
+                method, path, headers={"Authorization": f"Bearer {token}"},
+                json={"content": "pwned"} if method == "POST" else None,
+            )  # fmt: skip
+            assert response.status_code == 401, (token[:20], method, path, response.text)
+    detail = http.get(f"/api/conversations/{conv['id']}", headers=bearer(victim)).json()
+    assert detail["title"] == "victim" and detail["messages"] == []
+
+
+def test_other_users_conversations_are_404_everywhere(http: httpx.Client) -> None:
+    _, alice = new_account(http)
+    _, bob = new_account(http)
+    conv = http.post("/api/conversations", json={"title": "alice's"}, headers=bearer(alice)).json()
+    sent = http.post(
+        f"/api/conversations/{conv['id']}/messages",
+        json={"content": "hello", "stream": False, "max_tokens": 4},
+        headers=bearer(alice),
+    )
+    assert sent.status_code == 200
+    before = http.get(f"/api/conversations/{conv['id']}", headers=bearer(alice)).json()
+
+    cid = conv["id"]
+    assert http.get(f"/api/conversations/{cid}", headers=bearer(bob)).status_code == 404
+    assert (
+        http.patch(
+            f"/api/conversations/{cid}", json={"title": "x"}, headers=bearer(bob)
+        ).status_code
+        == 404
+    )
+    assert http.delete(f"/api/conversations/{cid}", headers=bearer(bob)).status_code == 404
+    posted = http.post(
+        f"/api/conversations/{cid}/messages",
+        json={"content": "hi", "stream": False},
+        headers=bearer(bob),
+    )
+    assert posted.status_code == 404
+    assert cid not in [
+        c["id"] for c in http.get("/api/conversations", headers=bearer(bob)).json()["items"]
+    ]
+    assert http.get(f"/api/conversations/{cid}", headers=bearer(alice)).json() == before
+
+
+def test_oidc_login_creates_and_links_the_account(
+    http: httpx.Client, chat_app: str, oidc_issuer: Any
+) -> None:
+    oidc_issuer.reset()
+    providers = http.get("/api/auth/providers").json()
+    assert providers == [
+        {"name": "testidp", "display_name": "Test IdP", "login_url": "/api/auth/oidc/testidp/login"}
+    ]
+    address = email()
+    # an account with the same email exists: the OIDC login links to it
+    http.post("/api/auth/register", json={"email": address, "password": PASSWORD})
+    oidc_issuer.user = {"sub": f"sub-{uuid.uuid4().hex}", "email": address, "email_verified": True}
+    tokens = oidc_login(http)
+    me = http.get("/api/me", headers=bearer(tokens)).json()
+    assert me["email"] == address
+    # a second login with the same identity finds the same account
+    assert http.get("/api/me", headers=bearer(oidc_login(http))).json()["id"] == me["id"]
+
+
+def oidc_login(http: httpx.Client) -> dict[str, Any]:
+    start = http.get("/api/auth/oidc/testidp/login")
+    assert start.status_code == 302
+    authorize = urlparse(start.headers["location"])
+    query = parse_qs(authorize.query)
+    assert query["code_challenge_method"] == ["S256"] and query["nonce"] and query["state"]
+    # the browser goes to the provider, which sends it back with a code
+    back = httpx.get(start.headers["location"])
+    assert back.status_code == 302, back.text
+    done = http.get(back.headers["location"])
+    assert done.status_code == 302, done.text
+    fragment = parse_qs(urlparse(done.headers["location"]).fragment)
+    return {k: v[0] for k, v in fragment.items()}
+
+
+@pytest.mark.parametrize(
+    "flaw", ["wrong_nonce", "wrong_audience", "sign_with_other_key", "unverified"]
+)
+def test_oidc_login_refuses_bad_id_tokens(http: httpx.Client, oidc_issuer: Any, flaw: str) -> None:
+    oidc_issuer.reset()
+    oidc_issuer.user = {"sub": f"sub-{uuid.uuid4().hex}", "email": email(), "email_verified": True}
+    if flaw == "unverified":
+        oidc_issuer.user["email_verified"] = False
+    else:
+        setattr(oidc_issuer, flaw, True)
+    try:
+        start = http.get("/api/auth/oidc/testidp/login")
+        back = httpx.get(start.headers["location"])
+        done = http.get(back.headers["location"])
+        assert done.status_code == 403, done.text
+        assert "access_token" not in done.headers.get("location", "")
+    finally:
+        oidc_issuer.reset()
+
+
+def test_oidc_state_must_match(http: httpx.Client, oidc_issuer: Any) -> None:
+    oidc_issuer.reset()
+    start = http.get("/api/auth/oidc/testidp/login")
+    back = httpx.get(start.headers["location"])
+    url = urlparse(back.headers["location"])
+    code = parse_qs(url.query)["code"][0]
+    forged = http.get(f"{url.path}?code={code}&state=attacker-state")
+    assert forged.status_code == 422 and "state" in forged.json()["error"]["message"]
+    # and without the login cookie (another browser), the callback is refused too
+    with httpx.Client(base_url=str(http.base_url)) as other_browser:
+        assert other_browser.get(back.headers["location"]).status_code == 422
+
+
+@pytest.fixture(scope="module")
+def limited_app(chat_app: str, pg_url: str, app_overrides: dict[str, Any]) -> Iterator[str]:
+    """ChatApp with tight limits and a simulated model, on the same Serve instance."""
+    overrides = {
+        "database": {"url": pg_url},
+        "redis": {
+            "url": app_overrides["redis"]["url"],
+            "key_prefix": f"limited-{uuid.uuid4().hex[:6]}:",
+        },
+        "llm": {"engine": "simulated", "simulated_reply_tokens": 5},
+        "shards": {"count": 1, "name_prefix": f"limited-{uuid.uuid4().hex[:6]}"},
+        "auth": {
+            "chat_request_limit": "3/minute",
+            "login_failure_limit": "3/15minutes",
+            "login_ip_limit": "1000/minute",
+        },
+    }
+    serve.run(build_app(overrides), name="limited", route_prefix="/limited")
+    yield f"{chat_app}/limited"
+    serve.delete("limited")
+    kill_shards(Settings.from_overrides(overrides))
+
+
+def test_chat_burst_gets_429_with_retry_after(limited_app: str) -> None:
+    headers = register_and_login(limited_app)
+    with httpx.Client(base_url=limited_app, headers=headers, timeout=60) as http:
+        conv = http.post("/api/conversations", json={}).json()["id"]
+        statuses = []
+        for _ in range(5):
+            r = http.post(
+                f"/api/conversations/{conv}/messages", json={"content": "hi", "stream": False}
+            )
+            statuses.append(r.status_code)
+        assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429]
+        assert int(r.headers["retry-after"]) >= 1 and r.json()["error"]["code"] == "rate_limited"
+        # the refused turns stored nothing
+        assert len(http.get(f"/api/conversations/{conv}").json()["messages"]) == 6
+
+
+def test_brute_force_locks_the_account(limited_app: str) -> None:
+    address = email()
+    with httpx.Client(base_url=limited_app, timeout=60) as http:
+        http.post("/api/auth/register", json={"email": address, "password": PASSWORD})
+        codes = [
+            http.post(
+                "/api/auth/token", data={"username": address, "password": f"guess {i} guess"}
+            ).status_code
+            for i in range(4)
+        ]
+        assert codes == [401, 401, 401, 429]
+        locked = http.post("/api/auth/token", data={"username": address, "password": PASSWORD})
+        assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+        assert "failed logins" in locked.json()["error"]["message"]
