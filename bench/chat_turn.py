@@ -573,6 +573,11 @@ def chatapp_overrides(
         known = {k: v for k, v in values.items() if k in fields.get(section, [])}
         if known:
             overrides[section] = known
+    for section, values in args.overrides.items():
+        if isinstance(values, dict) and isinstance(overrides.get(section), dict):
+            overrides[section] = {**overrides[section], **values}
+        else:
+            overrides[section] = values
     return overrides
 
 
@@ -609,6 +614,8 @@ def start_chatapp(tmp: Path, name: str, flags: dict[str, str], args: argparse.Na
         raise RuntimeError(f"ChatApp ({name}) did not start; log tail:\n{_tail(log)}")
     server.urls["proxy"] = f"http://127.0.0.1:{port}"
     server.headers = authenticate(server.urls["proxy"])
+    if server.headers:
+        print("  /api needs a login: registered and logged in a bench account", flush=True)
     print(f"  ChatApp [{name}] up in {time.monotonic() - t0:.0f} s (proxy :{port})", flush=True)
     if any(k in flags for k in _DIRECT_FLAGS):
         deadline = time.monotonic() + 30
@@ -669,17 +676,20 @@ class Row:
     system: str
     endpoint: str
     mode: str
+    users: int
     result: dict[str, Any] | None
     server_cpu: dict[str, float]
     machine_cores: float
     note: str = ""
 
 
-def measure(server: Server, endpoint: str, stream: bool, args: argparse.Namespace) -> Row:
+def measure(
+    server: Server, endpoint: str, stream: bool, users: int, args: argparse.Namespace
+) -> Row:
     mode = "stream" if stream else "json"
     cfg = {
         "base_url": server.urls[endpoint],
-        "concurrency": args.concurrency,
+        "concurrency": users,
         "stream": stream,
         "warmup_s": args.warmup,
         "duration_s": args.duration,
@@ -703,7 +713,7 @@ def measure(server: Server, endpoint: str, stream: bool, args: argparse.Namespac
     if "start" in snaps and "end" in snaps:
         cpu, machine = cpu_delta(snaps["start"], snaps["end"])
     note = "" if result is not None else f"load generator failed (rc {proc.returncode})"
-    row = Row(server.name, endpoint, mode, result, cpu, machine, note)
+    row = Row(server.name, endpoint, mode, users, result, cpu, machine, note)
     print("  " + _row_line(row, args), flush=True)
     return row
 
@@ -731,14 +741,14 @@ def _stats(row: Row) -> dict[str, float]:
         "errors": sum(r.get("errors", {}).values()) if r else math.nan,
         "server_cpu": sum(row.server_cpu.values()),
         "client_cpu": client,
-        "machine": row.machine_cores,
+        "other": max(0.0, row.machine_cores - sum(row.server_cpu.values()) - client),
     }
 
 
 _HEADER = (
-    f"{'system':<22}{'endpoint':<9}{'mode':<7}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
+    f"{'system':<24}{'endpoint':<9}{'mode':<7}{'users':>5}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
     f"{'TTFT50':>8}{'TTFT99':>8}{'tok ev':>7}{'tokens':>7}{'err':>5}"
-    f"{'srv CPU':>8}{'cli CPU':>8}{'machine':>8}"
+    f"{'srv CPU':>8}{'ms/turn':>8}{'cli CPU':>8}{'other':>8}"
 )
 
 
@@ -752,13 +762,14 @@ def _row_line(row: Row, args: argparse.Namespace) -> str:
     s = _stats(row)
     stream = row.mode == "stream"
     line = (
-        f"{row.system:<22}{row.endpoint:<9}{row.mode:<7}{_fmt(s['rps'], '8.1f')}"
+        f"{row.system:<24}{row.endpoint:<9}{row.mode:<7}{row.users:>5}{_fmt(s['rps'], '8.1f')}"
         f"{_fmt(s['p50'], '9.0f')}{_fmt(s['p99'], '9.0f')}"
         f"{_fmt(s['ttft50'] if stream else math.nan, '8.0f')}"
         f"{_fmt(s['ttft99'] if stream else math.nan, '8.0f')}"
         f"{_fmt(s['events'] if stream else math.nan, '7.1f')}{_fmt(s['tokens'], '7.1f')}"
         f"{_fmt(s['errors'], '5.0f')}{_fmt(s['server_cpu'], '8.2f')}"
-        f"{_fmt(s['client_cpu'], '8.2f')}{_fmt(s['machine'], '8.2f')}"
+        f"{_fmt(s['server_cpu'] * 1000 / s['rps'] if s['rps'] else math.nan, '8.1f')}"
+        f"{_fmt(s['client_cpu'], '8.2f')}{_fmt(s['other'], '8.2f')}"
     )
     if row.note:
         line += f"  ({row.note})"
@@ -767,35 +778,40 @@ def _row_line(row: Row, args: argparse.Namespace) -> str:
 
 def report(rows: list[Row], args: argparse.Namespace) -> None:
     ideal = args.reply_tokens / args.tokens_per_s
+    ideal_rps = "/".join(f"{n / ideal:.0f}" for n in args.concurrency)
+    users = "/".join(str(n) for n in args.concurrency)
     print()
     print(
         f"Chat turn: {args.reply_tokens} tokens at {args.tokens_per_s:g} tokens/s "
-        f"(ideal turn {ideal * 1000:.0f} ms; closed-loop ceiling "
-        f"{args.concurrency / ideal:.0f} req/s), {args.concurrency} users, "
-        f"{args.duration:g} s per row after {args.warmup:g} s warm-up; "
-        f"{NCPU} cores; database: {'PostgreSQL' if args.database_url else 'SQLite'}"
+        f"(ideal turn {ideal * 1000:.0f} ms; closed-loop ceiling {ideal_rps} req/s "
+        f"at {users} users), {args.duration:g} s per row after {args.warmup:g} s warm-up; "
+        f"{NCPU} cores; ChatApp database: {'PostgreSQL' if args.database_url else 'SQLite'}"
     )
     print(
         "latency = time to last byte; TTFT = time to first token event; tok ev = SSE token "
         "events per turn; tokens = completion tokens per turn;\nCPU columns in cores: srv = "
-        "the system under test's processes, cli = load generator, machine = everything "
-        "(includes other users of the machine)"
+        "the system under test's processes (ms/turn: its CPU time per turn), cli = load "
+        "generator, other = the rest of the machine (other users: noisy results when high)"
     )
     print(_HEADER)
     print("-" * len(_HEADER))
     for row in rows:
         print(_row_line(row, args))
-    base = {r.mode: _stats(r) for r in rows if r.system == "baseline" and r.result}
+    base = {(r.mode, r.users): _stats(r) for r in rows if r.system == "baseline" and r.result}
     print()
     print("Ratios ChatApp / baseline (req/s: higher is better; latencies: lower is better)")
-    print(f"{'system':<22}{'endpoint':<9}{'mode':<7}{'req/s':>8}{'p50':>8}{'p99':>8}{'TTFT50':>8}")
+    print(
+        f"{'system':<24}{'endpoint':<9}{'mode':<7}{'users':>5}"
+        f"{'req/s':>8}{'p50':>8}{'p99':>8}{'TTFT50':>8}"
+    )
     for row in rows:
-        if row.system == "baseline" or not row.result or row.mode not in base:
+        if row.system == "baseline" or not row.result or (row.mode, row.users) not in base:
             continue
-        s, b = _stats(row), base[row.mode]
+        s, b = _stats(row), base[(row.mode, row.users)]
         ttft = s["ttft50"] / b["ttft50"] if row.mode == "stream" else math.nan
         print(
-            f"{row.system:<22}{row.endpoint:<9}{row.mode:<7}{_fmt(s['rps'] / b['rps'], '8.2f')}"
+            f"{row.system:<24}{row.endpoint:<9}{row.mode:<7}{row.users:>5}"
+            f"{_fmt(s['rps'] / b['rps'], '8.2f')}"
             f"{_fmt(s['p50'] / b['p50'], '8.2f')}{_fmt(s['p99'] / b['p99'], '8.2f')}"
             f"{_fmt(ttft, '8.2f')}"
         )
@@ -804,16 +820,51 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
     for row in rows:
         top = sorted(row.server_cpu.items(), key=lambda kv: -kv[1])
         shown = ", ".join(f"{k} {v:.2f}" for k, v in top if v >= 0.01)
-        print(f"  {row.system} {row.endpoint} {row.mode}: {shown or '-'}")
+        print(f"  {row.system} {row.endpoint} {row.mode} {row.users}: {shown or '-'}")
     errs = [(r, r.result["errors"]) for r in rows if r.result and r.result["errors"]]
     if errs:
         print()
         print("Errors (status:kind count)")
         for row, e in errs:
-            print(f"  {row.system} {row.endpoint} {row.mode}: {e}")
+            print(f"  {row.system} {row.endpoint} {row.mode} {row.users}: {e}")
 
 
 # --------------------------------------------------------------------------- main
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+_PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _pg(admin_url: str, statement: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(admin_url, timeout=10)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def create_pg_database(admin_url: str) -> tuple[str, str]:
+    """A fresh database beside ADMIN_URL's, so the run touches no one else's tables."""
+    name = f"chatbench_{uuid.uuid4().hex[:12]}"
+    _pg(admin_url, f'CREATE DATABASE "{name}"')
+    parts = urllib.parse.urlsplit(admin_url)
+    return name, urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def drop_pg_database(admin_url: str, name: str) -> None:
+    try:
+        _pg(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except Exception as exc:
+        print(f"note: could not drop database {name}: {exc}")
 
 
 def _haproxy_available() -> bool:
@@ -849,13 +900,33 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per row")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each row")
-    parser.add_argument("--concurrency", type=int, default=32, help="virtual users")
+    parser.add_argument(
+        "--concurrency",
+        type=_int_list,
+        default=None,
+        help="virtual users (default 32, --quick 16); a comma list (e.g. 1,32) measures each",
+    )
     parser.add_argument("--tokens-per-s", type=float, default=200.0)
     parser.add_argument("--reply-tokens", type=int, default=64)
     parser.add_argument("--quick", action="store_true", help="3 s rows, 16 users")
     parser.add_argument("--flags", action="store_true", help="add Ray Serve env-flag rows")
     parser.add_argument(
         "--database-url", default=None, help="ChatApp on this database instead of SQLite"
+    )
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const=_PG_DEFAULT,
+        default=None,
+        metavar="ADMIN_URL",
+        help="ChatApp on a temporary PostgreSQL database, created (and dropped) through "
+        f"ADMIN_URL (default {_PG_DEFAULT})",
+    )
+    parser.add_argument(
+        "--overrides",
+        type=json.loads,
+        default={},
+        help='extra ChatApp settings overrides, e.g. \'{"serve": {"coalesce_window_ms": 100}}\'',
     )
     parser.add_argument(
         "--src",
@@ -876,7 +947,9 @@ def main() -> int:
         run_loadgen(args._loadgen)
         return 0
     if args.quick:
-        args.duration, args.warmup, args.concurrency = 3.0, 1.0, 16
+        args.duration, args.warmup = 3.0, 1.0
+    if args.concurrency is None:
+        args.concurrency = [16] if args.quick else [32]
 
     args.src = args.src.resolve()
     args.settings_fields = _settings_fields(args.src)
@@ -884,11 +957,16 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows: list[Row] = []
     t_start = time.monotonic()
+    pg_db: tuple[str, str] | None = None
     try:
+        if args.postgres:
+            pg_db = create_pg_database(args.postgres)
+            args.database_url = pg_db[1]
         print("baseline: FastAPI passthrough on uvicorn", flush=True)
         baseline = start_baseline(tmp, args.tokens_per_s, args.reply_tokens)
-        for stream in (False, True):
-            rows.append(measure(baseline, "uvicorn", stream, args))
+        for users in args.concurrency:
+            for stream in (False, True):
+                rows.append(measure(baseline, "uvicorn", stream, users, args))
         stop(baseline)
         for name, flags in configs(args):
             print(f"{name}: starting ({' '.join(f'{k}={v}' for k, v in flags.items())})")
@@ -896,13 +974,14 @@ def main() -> int:
                 server = start_chatapp(tmp, name.replace(" ", "-"), flags, args)
             except RuntimeError as exc:
                 print(f"  {exc}", flush=True)
-                rows.append(Row(name, "-", "-", None, {}, math.nan, "did not start"))
+                rows.append(Row(name, "-", "-", 0, None, {}, math.nan, "did not start"))
                 continue
             server.name = name
             try:
                 for endpoint in [e for e in ("proxy", "direct") if e in server.urls]:
-                    for stream in (False, True):
-                        rows.append(measure(server, endpoint, stream, args))
+                    for users in args.concurrency:
+                        for stream in (False, True):
+                            rows.append(measure(server, endpoint, stream, users, args))
             finally:
                 stop(server)
         report(rows, args)
@@ -911,6 +990,8 @@ def main() -> int:
     finally:
         for server in list(_STARTED):
             stop(server)
+        if pg_db is not None:
+            drop_pg_database(args.postgres, pg_db[0])
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -112,13 +112,12 @@ class AnthropicProvider(ChatProvider):
             "model": model,
             "messages": turns,
             "max_tokens": params.max_tokens,
-            "temperature": min(params.temperature, 1.0),
             "stream": True,
         }
+        # The Messages API of this SDK generation has no sampling knobs (temperature,
+        # top_p): current Claude models choose their own; they are not sent.
         if system:
             kwargs["system"] = system
-        if params.top_p < 1.0:
-            kwargs["top_p"] = params.top_p
         if params.stop:
             kwargs["stop_sequences"] = list(params.stop)
         reason: str | None = None

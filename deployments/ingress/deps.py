@@ -123,12 +123,5 @@ ChatUser = Annotated[Principal, Depends(chat_rate_limit)]
 ApiChatUser = Annotated[Principal, Depends(api_chat_rate_limit)]
 
 
-async def record_chat_tokens(state: IngressState, user: Principal, tokens: int) -> None:
-    """Count a finished reply's tokens against the user's per-minute token limit."""
-    await state.limiter.record(
-        state.settings.auth.chat_token_limit, "chat-tokens", str(user.id), cost=tokens
-    )
-
-
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"

@@ -21,6 +21,7 @@ from chatapp.config import Settings
 from chatapp.errors import ChatAppError, ProviderError
 from chatapp.llm.base import ChatMessage, Finish, SamplingParams, StreamError, TextDelta
 from chatapp.llm.router import CacheMode
+from chatapp.ratelimit import RateLimiter
 from chatapp.usage.budget import TokenBudget
 from deployments.ingress.errors import unwrap
 
@@ -122,20 +123,30 @@ class ChatTurns:
         shards: ShardClient,
         router: Any,
         budget: TokenBudget | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._settings = settings
         self._shards = shards
         self._router = router
         self.budget = budget if budget is not None else build_budget(settings)
+        self._limiter = limiter
 
     async def check_budget(self, user_id: uuid.UUID) -> None:
         """429 once the user's monthly token budget is spent (no-op without a budget)."""
         if self.budget is not None:
             await self.budget.check(user_id)
 
-    def record_usage(self, user_id: uuid.UUID, finish: Finish | None) -> None:
-        if self.budget is not None and finish is not None and not finish.cached:
-            self.budget.record(user_id, finish.prompt_tokens + finish.completion_tokens)
+    async def record_usage(self, user_id: uuid.UUID, finish: Finish | None) -> None:
+        """Count a reply's tokens against the monthly budget and the per-minute limit."""
+        if finish is None or finish.cached:
+            return
+        tokens = finish.prompt_tokens + finish.completion_tokens
+        if self.budget is not None:
+            self.budget.record(user_id, tokens)
+        if self._limiter is not None:
+            await self._limiter.record(
+                self._settings.auth.chat_token_limit, "chat-tokens", str(user_id), cost=tokens
+            )
 
     async def run(
         self,
@@ -222,5 +233,5 @@ class ChatTurns:
         except ChatAppError as exc:
             logger.warning("reply of conversation %s not stored: %s", conversation_id, exc)
             return TurnFailed(exc, None)
-        self.record_usage(user_id, finish)
+        await self.record_usage(user_id, finish)
         return message

@@ -161,10 +161,7 @@ class FakeProviderServer:
                 self.error_body(behaviour), status_code=behaviour.status, headers=headers
             )
         if isinstance(behaviour, Malformed):
-            return StreamingResponse(
-                _once(b'data: {"id": "x", "choices": [ not json\n\n'),
-                media_type="text/event-stream",
-            )
+            return StreamingResponse(_once(self.malformed), media_type="text/event-stream")
         if not body.get("stream"):
             return JSONResponse(self.json_reply(behaviour, body))
         return StreamingResponse(self._events(behaviour, body), media_type="text/event-stream")
@@ -180,6 +177,7 @@ class FakeProviderServer:
     # -- wire format (per vendor) ----------------------------------------------------
 
     frames_before_tokens = 0
+    malformed = b'data: {"id": "x", "choices": [ not json\n\n'
 
     def sse(self, reply: Reply, body: dict[str, Any]) -> Iterator[str]:
         raise NotImplementedError
@@ -277,6 +275,7 @@ class FakeAnthropic(FakeProviderServer):
 
     path = "/v1/messages"
     frames_before_tokens = 3  # message_start, content_block_start, ping
+    malformed = b'event: message_start\ndata: {"type": "message_start", "message": {oops\n\n'
 
     @property
     def base_url(self) -> str:

@@ -357,6 +357,7 @@ def limited_app(chat_app: str, pg_url: str, app_overrides: dict[str, Any]) -> It
         "shards": {"count": 1, "name_prefix": f"limited-{uuid.uuid4().hex[:6]}"},
         "auth": {
             "chat_request_limit": "3/minute",
+            "chat_token_limit": "300/minute",
             "login_failure_limit": "3/15minutes",
             "login_ip_limit": "1000/minute",
         },
@@ -397,3 +398,16 @@ def test_brute_force_locks_the_account(limited_app: str) -> None:
         locked = http.post("/api/auth/token", data={"username": address, "password": PASSWORD})
         assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
         assert "failed logins" in locked.json()["error"]["message"]
+
+
+def test_token_rate_limit_counts_what_replies_used(limited_app: str) -> None:
+    headers = register_and_login(limited_app)
+    long_prompt = "word " * 400  # ~400 prompt tokens: more than the 300/minute allowance
+    with httpx.Client(base_url=limited_app, headers=headers, timeout=60) as http:
+        ask = {"model": "auto", "messages": [{"role": "user", "content": long_prompt}]}
+        first = http.post("/v1/chat/completions", json=ask)
+        assert first.status_code == 200, first.text
+        second = http.post("/v1/chat/completions", json=ask)
+        assert second.status_code == 429
+        assert "too many tokens" in second.json()["error"]["message"]
+        assert int(second.headers["retry-after"]) >= 1

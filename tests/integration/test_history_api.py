@@ -12,8 +12,8 @@ from tests.integration.sse import iter_events
 
 
 @pytest.fixture
-def client(chat_app: str) -> Any:
-    with httpx.Client(base_url=chat_app, timeout=120) as c:
+def client(chat_app: str, auth_headers: dict[str, str]) -> Any:
+    with httpx.Client(base_url=chat_app, timeout=120, headers=auth_headers) as c:
         yield c
 
 
@@ -133,7 +133,7 @@ def test_regenerate_errors(client: httpx.Client) -> None:
 def test_the_web_page_is_served_without_hiding_the_api(client: httpx.Client) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert "<div id=\"app\">" in page.text
+    assert '<div id="app">' in page.text
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/docs").status_code == 200
     assert client.get("/v1/models").status_code == 200

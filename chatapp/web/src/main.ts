@@ -102,7 +102,7 @@ function showLogin(providers: Provider[], notice = ""): void {
   const form = h(
     "form",
     { class: "login-card", "data-testid": "login-form" },
-    h("div", { class: "brand" }, "💬 ChatApp"),
+    h("div", { class: "brand" }, "ChatApp"),
     heading,
     h("label", {}, "Email", email),
     h("label", {}, "Password", password),
@@ -180,7 +180,7 @@ class ChatView {
   private title = h("h1", { class: "title", "data-testid": "chat-title" }, "New chat");
   private modelSelect = h("select", { "aria-label": "Model", "data-testid": "model-picker" });
   private kbSelect = h("select", { "aria-label": "Knowledge base", "data-testid": "kb-picker" });
-  private kbLabel = h("label", { class: "kb", hidden: true }, "📚", this.kbSelect);
+  private kbLabel = h("label", { class: "kb", hidden: true }, "KB", this.kbSelect);
   private log = h("div", { class: "messages", role: "log", "aria-live": "polite", "data-testid": "messages" });
   private notice = h("div", { class: "notice", hidden: true, role: "status", "data-testid": "notice" });
   private input = h("textarea", { rows: 1, placeholder: "Message ChatApp (Enter sends, Shift+Enter adds a line)", "aria-label": "Message", "data-testid": "composer" });
@@ -201,7 +201,7 @@ class ChatView {
     const sidebar = h(
       "aside",
       { class: "sidebar" },
-      h("button", { class: "primary new", "data-testid": "new-chat", onclick: () => this.newChat() }, "＋ New chat"),
+      h("button", { class: "primary new", "data-testid": "new-chat", onclick: () => this.newChat() }, "+ New chat"),
       this.search,
       this.list,
       this.more,
@@ -270,7 +270,10 @@ class ChatView {
     try {
       const page = await json<{ items: Conversation[]; next_cursor: string | null }>(`api/conversations?${params}`);
       if (reset) this.list.replaceChildren();
-      for (const c of page.items) this.list.append(this.conversationItem(c));
+      for (const c of page.items) {
+        this.list.append(this.conversationItem(c));
+        if (c.id === this.conversationId && c.title) this.title.textContent = c.title;
+      }
       if (reset && !page.items.length) {
         this.list.append(h("li", { class: "empty muted" }, this.query ? "No chat matches." : "No chats yet."));
       }
@@ -289,7 +292,7 @@ class ChatView {
     const li = h("li", { "data-id": c.id, "data-testid": "conversation", class: c.id === this.conversationId ? "active" : "" }, label);
     const actions = h("span", { class: "actions" },
       h("button", { class: "icon", title: "Rename", "aria-label": "Rename", "data-testid": "rename", onclick: () => this.rename(li, c) }, "✎"),
-      h("button", { class: "icon", title: "Delete", "aria-label": "Delete", "data-testid": "delete", onclick: () => this.confirmDelete(li, c) }, "🗑"),
+      h("button", { class: "icon", title: "Delete", "aria-label": "Delete", "data-testid": "delete", onclick: () => this.confirmDelete(li, c) }, "✕"),
     );
     li.append(actions);
     return li;
@@ -297,8 +300,13 @@ class ChatView {
 
   private rename(li: HTMLLIElement, c: Conversation): void {
     const field = h("input", { class: "rename-input", value: c.title, "aria-label": "New title", "data-testid": "rename-input", maxlength: 200 });
-    const restore = () => li.replaceWith(this.conversationItem(c));
+    let finished = false; // Enter, Escape and blur each end the edit: only the first counts
+    const restore = () => {
+      if (li.isConnected) li.replaceWith(this.conversationItem(c));
+    };
     const save = async () => {
+      if (finished) return;
+      finished = true;
       const title = field.value.trim();
       if (!title || title === c.title) return restore();
       try {
@@ -312,7 +320,10 @@ class ChatView {
     };
     field.addEventListener("keydown", (e) => {
       if (e.key === "Enter") void save();
-      if (e.key === "Escape") restore();
+      if (e.key === "Escape") {
+        finished = true;
+        restore();
+      }
     });
     field.addEventListener("blur", () => void save(), { once: true });
     li.replaceChildren(field);

@@ -95,7 +95,7 @@ async def chat_completions(
             if isinstance(chunk, TextDelta):
                 parts.append(chunk.text)
             elif isinstance(chunk, Finish):
-                state.turns.record_usage(user.id, chunk)
+                await state.turns.record_usage(user.id, chunk)
                 break
             else:
                 raise ChatAppError(chunk.message)
@@ -138,7 +138,7 @@ async def chat_completions(
                 if isinstance(chunk, TextDelta):
                     yield ServerSentEvent(frame({"content": chunk.text}))
                 elif isinstance(chunk, Finish):
-                    state.turns.record_usage(user.id, chunk)
+                    await state.turns.record_usage(user.id, chunk)
                     yield ServerSentEvent(frame({}, chunk.finish_reason, chunk.model))
                     if include_usage:
                         payload = json.loads(frame({}, None, chunk.model))

@@ -1,0 +1,175 @@
+"""Browser tests: Debian's headless Chromium driven by Playwright (no browser download),
+against ChatApp running on Ray Serve. A second app with a simulated engine of fixed
+speed is served under /websim/ for answers slow enough to watch and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct horse battery staple"
+# Where the README's screenshots are written: CHATAPP_SCREENSHOTS=docs/screenshots.
+SCREENSHOTS = os.environ.get("CHATAPP_SCREENSHOTS")
+
+
+@dataclass
+class Account:
+    email: str
+    password: str
+    tokens: dict[str, Any]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens['access_token']}"}
+
+
+def auth_available(base_url: str) -> bool:
+    return httpx.get(f"{base_url}/api/auth/providers", timeout=30).status_code != 404
+
+
+def register(base_url: str, email: str | None = None) -> Account:
+    email = email or f"web-{uuid.uuid4().hex[:10]}@example.com"
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        created = client.post(
+            "/api/auth/register",
+            json={"email": email, "password": PASSWORD, "display_name": "Web Tester"},
+        )
+        assert created.status_code == 201, created.text
+        token = client.post("/api/auth/token", data={"username": email, "password": PASSWORD})
+        assert token.status_code == 200, token.text
+    return Account(email, PASSWORD, token.json())
+
+
+@pytest.fixture(scope="session")
+def browser(chat_app: str, web_sim: str, pg_url: str) -> Iterator[Any]:
+    # Playwright's sync API keeps an event loop current on this thread: fixtures that
+    # use asyncio.run (the database, the app) are set up before it.
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set CHROMIUM_PATH)")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)  # a busy 2-core machine: wait for conditions
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def account(chat_app: str) -> Account | None:
+    """One logged-in user for the browser tests (None while the app has no accounts)."""
+    return register(chat_app) if auth_available(chat_app) else None
+
+
+@pytest.fixture(scope="session")
+def web_sim(chat_app: str, pg_url: str) -> Iterator[str]:
+    """ChatApp with a simulated engine (25 words/s, 100 words) at <base>/websim/."""
+    from ray import serve
+
+    from actors.client import kill_shards
+    from chatapp.config import Settings
+    from deployments.app import build_app
+
+    overrides = {
+        "database": {"url": pg_url},
+        "llm": {"engine": "simulated", "simulated_tokens_per_s": 25, "simulated_reply_tokens": 100},
+        "shards": {"count": 1, "name_prefix": f"websim-{uuid.uuid4().hex[:6]}"},
+        "auth": {"chat_request_limit": "10000/minute"},
+    }
+    serve.run(build_app(overrides), name="websim", route_prefix="/websim")
+    yield f"{chat_app}/websim"
+    serve.delete("websim")
+    kill_shards(Settings.from_overrides(overrides))
+
+
+def new_context(browser: Any, account: Account | None, **options: Any) -> Any:
+    options.setdefault("viewport", {"width": 1280, "height": 800})
+    context = browser.new_context(**options)
+    if account is not None:
+        stored = json.dumps(
+            {
+                "access_token": account.tokens["access_token"],
+                "refresh_token": account.tokens["refresh_token"],
+                "expires_at": 4102444800000,  # far ahead: never refreshed by tests
+            }
+        )
+        context.add_init_script(
+            "if (!localStorage.getItem('chatapp.tokens')) "
+            f"localStorage.setItem('chatapp.tokens', {json.dumps(stored)});"
+        )
+    return context
+
+
+@pytest.fixture
+def page(browser: Any, account: Account | None) -> Iterator[Any]:
+    """A logged-in page; fails the test on any uncaught script error."""
+    context = new_context(browser, account)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"script errors on the page: {errors}"
+
+
+@pytest.fixture
+def api(chat_app: str, account: Account | None) -> Iterator[httpx.Client]:
+    headers = account.headers if account else {}
+    with httpx.Client(base_url=chat_app, timeout=60, headers=headers) as client:
+        yield client
+
+
+def store_messages(pg_url: str, conversation_id: str, messages: list[tuple[str, str]]) -> None:
+    """Write messages straight into SQL (a conversation never used by a shard)."""
+    from chatapp.chat import repository
+    from chatapp.config import DatabaseSettings
+    from chatapp.db.engine import make_engine, make_sessionmaker
+
+    async def write() -> None:
+        engine = make_engine(DatabaseSettings(url=pg_url))
+        try:
+            async with make_sessionmaker(engine)() as session:
+                for seq, (role, content) in enumerate(messages):
+                    await repository.append_message(
+                        session=session,
+                        conversation_id=uuid.UUID(conversation_id),
+                        seq=seq,
+                        role=role,
+                        content=content,
+                        finish_reason="stop" if role == "assistant" else None,
+                        model="smollm2-135m-instruct" if role == "assistant" else None,
+                        prompt_tokens=42 if role == "assistant" else 0,
+                        completion_tokens=57 if role == "assistant" else 0,
+                    )
+        finally:
+            await engine.dispose()
+
+    # Playwright's loop is current on this thread: run ours on another.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, write()).result()
+
+
+def screenshot_path(tmp_path: Path, name: str) -> Path:
+    folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
