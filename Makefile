@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 # llama.cpp for any x86-64 CPU with AVX2 (portable; the AMX kernels crash on some VMs).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install run test lint unit bench clean
+.PHONY: install run test lint bench web clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	# the vLLM engine on vLLM's CPU build, in its own environment (it pins torch and fastapi)
+	.ci/vllm-env.sh
+	.venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/vllm
+
+# The web page's built files are committed; rebuild them after changing chatapp/web/src.
+web:
+	cd chatapp/web && npm ci && npm run build
 
 bench: install
 	$(BIN)/python bench/chat_turn.py

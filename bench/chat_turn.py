@@ -39,6 +39,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -423,6 +424,17 @@ class Server:
 _STARTED: list[Server] = []
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when this script dies, however it dies (Ray's own
+    processes share the fate of the `chatapp run` that started them)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _wait_http(url: str, deadline: float, proc: subprocess.Popen[bytes] | None) -> bool:
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -458,7 +470,7 @@ def start_baseline(tmp: Path, tokens_per_s: float, reply_tokens: int) -> Server:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=_child_env(token, {}), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )  # fmt: skip
     server = Server("baseline", proc, token, log, {"uvicorn": f"http://127.0.0.1:{port}"})
     _STARTED.append(server)
@@ -605,7 +617,7 @@ def start_chatapp(tmp: Path, name: str, flags: dict[str, str], args: argparse.Na
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd, cwd=args.src, env=_child_env(token, extra), stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )  # fmt: skip
     server = Server(name, proc, token, log)
     _STARTED.append(server)
@@ -698,16 +710,28 @@ def measure(
         "headers": server.headers,
     }
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_loadgen", json.dumps(cfg)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent
+    )
+    # A hung server must not hang the run: the load generator gets a hard deadline.
+    limit = args.warmup + args.duration + cfg["request_timeout_s"] + 60
+    watchdog = threading.Timer(limit, proc.kill)
+    watchdog.start()
     snaps: dict[str, CpuSnapshot] = {}
     result = None
     assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("mark "):
-            snaps[line.split()[1]] = cpu_snapshot(server.token)
-        elif line.startswith("result "):
-            result = json.loads(line[len("result ") :])
-    proc.wait()
+    try:
+        for line in proc.stdout:
+            if line.startswith("mark "):
+                snaps[line.split()[1]] = cpu_snapshot(server.token)
+            elif line.startswith("result "):
+                result = json.loads(line[len("result ") :])
+        proc.wait()
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     cpu: dict[str, float] = {}
     machine = 0.0
     if "start" in snaps and "end" in snaps:

@@ -96,6 +96,14 @@ class LLMSettings(BaseSettings):
     gpu_memory_utilization: float = Field(
         0.85, gt=0, le=1, description="vLLM: fraction of GPU memory to use."
     )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "float32",
+        description="vLLM: weight and activation type. SmolLM2-135M answers noticeably "
+        "worse in bfloat16; use 'auto' for larger models on GPU.",
+    )
+    kv_cache_memory_bytes: int | None = Field(
+        None, ge=1, description="vLLM: KV cache size; set it on CPU nodes to bound host memory."
+    )
     simulated_tokens_per_s: float = Field(
         200.0, gt=0, description="Simulated engine: tokens per second of each stream."
     )

@@ -115,6 +115,8 @@ def app_overrides(pg_url: str, serve_port: int, oidc_issuer: Any) -> dict[str, A
             "public_url": f"http://127.0.0.1:{serve_port}",
             "access_token_ttl_s": 3600,
             "chat_request_limit": "10000/minute",
+            "register_ip_limit": "10000/hour",
+            "login_ip_limit": "10000/15minutes",
             "admin_emails": [ADMIN_EMAIL],
             "oidc_providers": [
                 {

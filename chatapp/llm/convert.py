@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from chatapp.errors import InvalidRequest, ServiceUnavailable
+from chatapp.errors import ChatAppError, InvalidRequest, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ def ensure_hf_model(gguf_path: Path, out_dir: Path) -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
     except ImportError as exc:
         raise ServiceUnavailable(
-            "converting a GGUF model needs transformers, gguf and torch: "
-            "install them with `pip install -e .[gpu]`"
+            "converting a GGUF model needs torch, transformers, gguf and accelerate: "
+            "install them with `pip install -e .[gpu]` on GPU nodes, or run "
+            "`.ci/vllm-env.sh` and use .venv-vllm"
         ) from exc
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -74,11 +75,16 @@ def ensure_hf_model(gguf_path: Path, out_dir: Path) -> Path:
         (tmp / MARKER).write_text(json.dumps({"format": _FORMAT, "source": gguf_path.name}))
         for path in (tmp, *tmp.iterdir()):  # mkdtemp makes it private; others may serve it
             path.chmod(0o755 if path.is_dir() else 0o644)
+        if is_converted(out_dir):  # another process finished first: keep its copy
+            shutil.rmtree(tmp)
+            return out_dir
         if out_dir.exists():  # a stale or older conversion
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_converted(out_dir):  # lost a race to a concurrent conversion
+            return out_dir
         raise
     return out_dir
 
@@ -93,7 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = ensure_hf_model(args.gguf or default_gguf_path(), args.out)
+    try:
+        out = ensure_hf_model(args.gguf or default_gguf_path(), args.out)
+    except ChatAppError as exc:
+        parser.exit(1, f"error: {exc.message}\n")
     print(out)  # noqa: T201 - command-line output
 
 

@@ -24,13 +24,16 @@ def build_chat_engine(settings: LLMSettings) -> ChatEngine:
         from chatapp.llm.weights import default_gguf_path
 
         model_dir = settings.hf_model_dir or ensure_hf_model(
-            settings.gguf_path or default_gguf_path(), settings.var_dir / "models" / "smollm2-hf"
+            settings.gguf_path or default_gguf_path(),
+            settings.var_dir / "models" / "SmolLM2-135M-Instruct-hf",
         )
         return VLLMEngine(
             model_dir=model_dir,
             model_name=settings.model_name,
             context_window=settings.context_window,
             gpu_memory_utilization=settings.gpu_memory_utilization,
+            dtype=settings.dtype,
+            kv_cache_memory_bytes=settings.kv_cache_memory_bytes,
         )
     from chatapp.llm.simulated import SimulatedEngine
 
