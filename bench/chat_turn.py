@@ -10,9 +10,12 @@ time to the first ``token`` event).
 The systems run one after another, each alone on the machine, in subprocesses this
 script starts and stops: the baseline (uvicorn, one process, no Ray, no database) and
 ChatApp (``chatapp run`` on its own local Ray, SQLite in a temporary folder unless
-``--database-url``). ``--flags`` adds ChatApp runs under Ray Serve's environment flags
-(direct ingress, throughput-optimized, HAProxy when a ``haproxy`` binary is present),
-measured through Serve's HTTP proxy and on the ingress replica's own port.
+``--postgres`` / ``--database-url``; when /api needs a login, one bench account is
+registered, and per-user rate limits and the response cache are switched off by settings
+overrides so every turn reaches the model). ``--flags`` adds ChatApp runs under Ray
+Serve's environment flags (direct ingress, throughput-optimized, HAProxy when a
+``haproxy`` binary is present), measured through Serve's HTTP proxy and on the ingress
+replica's own port.
 
 The load generator is a separate asyncio/aiohttp process. The server's CPU is read from
 /proc for every process the run started (a marker in their environment), so the table

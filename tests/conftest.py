@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The same Serve fast path `chatapp run` uses (see chatapp/cli.py).
+os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -21,6 +24,12 @@ ADMIN_EMAIL = "admin@example.com"
 PG_ADMIN_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API holds an event loop on the main thread
+    while it runs, which asyncio tests and asyncio.run() cannot share."""
+    items.sort(key=lambda item: "tests/e2e/" in str(item.path).replace("\\", "/"))
 
 
 def _asyncpg_dsn(url: str) -> str:

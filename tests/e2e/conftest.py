@@ -60,10 +60,11 @@ def register(base_url: str, email: str | None = None) -> Account:
     return Account(email, PASSWORD, token.json())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chat_app: str, web_sim: str, pg_url: str) -> Iterator[Any]:
-    # Playwright's sync API keeps an event loop current on this thread: fixtures that
-    # use asyncio.run (the database, the app) are set up before it.
+    # Playwright's sync API keeps an event loop running on this thread while it is open:
+    # fixtures that use asyncio.run (the database, the app) are set up before it, it is
+    # closed when the browser tests end, and those run last (tests/conftest.py).
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set CHROMIUM_PATH)")
     from playwright.sync_api import expect, sync_playwright
