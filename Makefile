@@ -9,11 +9,13 @@ export TRANSFORMERS_OFFLINE := 1
 # llama.cpp for any x86-64 CPU with AVX2 (portable; the AMX kernels crash on some VMs).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install run test lint bench web clean
+.PHONY: install run test lint bench eval web clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned to the CPU build, so nothing reaches for a multi-GB CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
@@ -39,6 +41,10 @@ web:
 
 bench: install
 	$(BIN)/python bench/chat_turn.py
+	$(BIN)/python bench/rag.py
+
+eval: install
+	$(BIN)/python -m pipelines.evaluate_retrieval --sources README.md docs --dataset pipelines/data/docs-qa
 
 clean:
 	rm -rf $(VENV) var

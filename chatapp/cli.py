@@ -1,4 +1,5 @@
-"""`chatapp` command line: run the service on a local Ray, apply migrations."""
+"""`chatapp` command line: run the service on a local Ray, apply migrations, build and
+evaluate knowledge-base indexes."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def _run(args: argparse.Namespace) -> int:
         include_dashboard=False,
         logging_level=logging.WARNING,
     )
+    _index_default_kb(settings)
     serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
     serve.run(build_app(overrides), name="chatapp", route_prefix="/")
     url = f"http://localhost:{settings.serve.port}"
@@ -45,6 +47,71 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     serve.shutdown()  # type: ignore[no-untyped-call]
+    return 0
+
+
+def _index_default_kb(settings: Settings) -> None:
+    """Build the default knowledge base (the project's docs) if missing or out of date."""
+    rag = settings.rag
+    if not (rag.enabled and rag.build_on_start):
+        return
+    sources = [s for s in rag.default_sources if "://" in s or os.path.exists(s)]
+    if not sources:
+        print(f"no {' / '.join(rag.default_sources)} here: default knowledge base not built")
+        return
+    from pipelines.build_index import build_index, index_is_current
+
+    try:
+        if index_is_current(sources, kb=rag.default_kb, rag=rag):
+            return
+        print(f"indexing {', '.join(sources)} into knowledge base {rag.default_kb!r}...")
+        build_index(sources, kb=rag.default_kb, rag=rag, progress=print)
+    except Exception as exc:  # serving without it beats not serving
+        print(f"warning: knowledge base {rag.default_kb!r} not built: {exc}", file=sys.stderr)
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    import ray
+
+    from chatapp.errors import ChatAppError
+    from pipelines.build_index import build_index
+
+    settings = Settings()
+    if not ray.is_initialized():
+        ray.init(address=args.address, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        report = build_index(
+            args.sources,
+            kb=args.name,
+            rag=settings.rag,
+            full=args.full,
+            skip_errors=args.skip_errors,
+            progress=print,
+        )
+    except ChatAppError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def _index_list(_args: argparse.Namespace) -> int:
+    from chatapp.rag.store import store_for
+
+    store = store_for(Settings().rag)
+    for kb in store.knowledge_bases():
+        m = store.manifest(kb)
+        assert m is not None
+        print(f"{kb}\tv{m.version}\t{m.documents} documents\t{m.chunks} chunks\t"
+              f"{m.index_kind}\t{m.model}\t{m.created_at}")  # fmt: skip
+    return 0
+
+
+def _index_evaluate(args: argparse.Namespace) -> int:
+    from pipelines.evaluate_retrieval import evaluate_knowledge_base
+
+    figures = evaluate_knowledge_base(args.name, args.dataset, rag=Settings().rag)
+    print(json.dumps(figures, indent=2))
     return 0
 
 
@@ -70,6 +137,23 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_run)
     mig = sub.add_parser("migrate", help="apply database migrations")
     mig.set_defaults(func=_migrate)
+    index = sub.add_parser("index", help="knowledge-base indexes").add_subparsers(
+        dest="index_command", required=True
+    )
+    build = index.add_parser("build", help="build or update an index (Ray Data)")
+    build.add_argument("sources", nargs="+", help="folders, files or URIs (s3://, gs://, ...)")
+    build.add_argument("--name", required=True, help="knowledge base name, e.g. docs")
+    build.add_argument("--full", action="store_true", help="re-embed every file")
+    build.add_argument("--skip-errors", action="store_true", help="leave unreadable files out")
+    build.add_argument("--address", default=None, help="Ray cluster to join (default: local)")
+    build.set_defaults(func=_index_build)
+    index.add_parser("list", help="knowledge bases and their newest version").set_defaults(
+        func=_index_list
+    )
+    ev = index.add_parser("evaluate", help="nDCG@10 and recall@k on a qrels dataset")
+    ev.add_argument("--name", default="docs", help="knowledge base")
+    ev.add_argument("--dataset", default="pipelines/data/docs-qa", help="BEIR-style folder")
+    ev.set_defaults(func=_index_evaluate)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

@@ -14,6 +14,7 @@ from chatapp.config import Settings
 from chatapp.db.engine import migrate
 from deployments.ingress.app import ChatIngress
 from deployments.llm_server import SelfHostedLLM
+from deployments.retrieval import Retrieval, retrieval_options
 from deployments.router import ChatRouter
 
 
@@ -31,16 +32,24 @@ def compose(settings: Settings) -> Application:
         ray_actor_options={"num_cpus": 0},
         logging_config=logging_config,
     ).bind(llm, settings)
+    retrieval = None
+    if settings.rag.enabled:
+        retrieval = Retrieval.options(  # type: ignore[attr-defined]
+            **retrieval_options(settings.rag, logging_config)
+        ).bind(settings.rag)
     return ChatIngress.options(  # type: ignore[attr-defined,no-any-return]
         num_replicas=settings.serve.ingress_replicas,
         max_ongoing_requests=settings.serve.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
         logging_config=logging_config,
-    ).bind(settings, router)
+    ).bind(settings, router, retrieval)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """Validate settings once, apply database migrations, compose the application."""
     settings = Settings.from_overrides(args)
+    # Replicas may run elsewhere than the builder's working directory.
+    rag = settings.rag.model_copy(update={"index_dir": settings.rag.index_dir.resolve()})
+    settings = settings.model_copy(update={"rag": rag})
     migrate(settings.database)
     return compose(settings)

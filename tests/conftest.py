@@ -111,10 +111,14 @@ def serve_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_overrides(pg_url: str, serve_port: int, oidc_issuer: Any) -> dict[str, Any]:
+def app_overrides(
+    pg_url: str, serve_port: int, oidc_issuer: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     from tests.fakes.oidc_issuer import CLIENT_ID, CLIENT_SECRET
 
     return {
+        # an empty index folder: no knowledge base unless a test builds one
+        "rag": {"index_dir": str(tmp_path_factory.mktemp("indexes"))},
         "database": {"url": pg_url},
         "redis": {"url": REDIS_URL, "key_prefix": f"chatapp-test-{uuid.uuid4().hex[:8]}:"},
         "llm": {"engine": "llamacpp", "default_max_tokens": 24, "context_window": 2048},

@@ -21,6 +21,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -201,6 +202,7 @@ class ConversationStore:
         provider: str | None = None,
         cost_usd: float = 0.0,
         cached: bool = False,
+        sources: list[dict[str, Any]] | None = None,
     ) -> MessagePublic:
         """Store the reply (whole, or partial and marked incomplete) and end the turn."""
         hot = await self._activate(conversation_id, user_id)
@@ -218,6 +220,7 @@ class ConversationStore:
                     provider=provider,
                     cost_usd=cost_usd,
                     cached=cached,
+                    sources=sources,
                 )
             finally:
                 hot.turn_started = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -170,6 +171,7 @@ async def append_message(
     provider: str | None = None,
     cost_usd: float = 0.0,
     cached: bool = False,
+    sources: list[dict[str, Any]] | None = None,
     title: str | None = None,
 ) -> Message:
     """Insert message `seq` and touch the conversation, in one transaction.
@@ -191,6 +193,7 @@ async def append_message(
         provider=provider,
         cost_usd=cost_usd,
         cached=cached,
+        sources=sources or None,
     )
     session.add(message)
     # updated_at is always the time of the newest message (or of creation).

@@ -9,6 +9,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatapp.llm.base import Role
+from chatapp.rag.schemas import RagMode, SourcePublic
 
 
 class _Strict(BaseModel):
@@ -62,7 +63,15 @@ class MessagePublic(BaseModel):
     model: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    sources: list[SourcePublic] = Field(
+        default_factory=list, description="Knowledge-base chunks the reply was grounded in."
+    )
     created_at: datetime
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _no_sources(cls, value: object) -> object:
+        return [] if value is None else value
 
 
 class ConversationDetail(ConversationPublic):
@@ -78,6 +87,17 @@ class TurnOptions(_Strict):
     temperature: float | None = Field(None, ge=0, le=2)
     model: str | None = Field(
         None, max_length=200, description="A model from GET /v1/models, or 'auto' (default)."
+    )
+    knowledge_base_id: str | None = Field(
+        None,
+        max_length=64,
+        description="Knowledge base to ground the answer in (GET /api/knowledge-bases); "
+        "unset: the default one (RAG_DEFAULT_KB), when it exists.",
+    )
+    rag: RagMode | None = Field(
+        None,
+        description="RAG mode for this turn: 'always', 'auto' (only when a source scores "
+        "well enough) or 'off'. Unset: the knowledge base's mode.",
     )
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     DateTime,
     ForeignKey,
@@ -148,4 +150,6 @@ class Message(Base):
     provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cost_usd: Mapped[float] = mapped_column(Numeric(14, 8, asdecimal=False), default=0.0)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Knowledge-base chunks the reply was grounded in (migration 0004), as shown to users.
+    sources: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -19,7 +19,15 @@ from chatapp.ratelimit import RateLimiter
 from deployments.ingress.deps import IngressState
 from deployments.ingress.errors import install_error_handlers
 from deployments.ingress.limits import BodySizeLimit
-from deployments.ingress.routes import account, auth, conversations, metrics, openai, usage
+from deployments.ingress.routes import (
+    account,
+    auth,
+    conversations,
+    knowledge,
+    metrics,
+    openai,
+    usage,
+)
 from deployments.ingress.turns import ChatTurns
 from deployments.ingress.web import mount_web
 
@@ -42,6 +50,7 @@ def create_api(state: IngressState) -> FastAPI:
     api.include_router(openai.router)
     api.include_router(usage.router)
     api.include_router(metrics.router)
+    api.include_router(knowledge.router)
 
     @api.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -60,7 +69,7 @@ def create_api(state: IngressState) -> FastAPI:
     return api
 
 
-def build_state(settings: Settings, router: Any) -> IngressState:
+def build_state(settings: Settings, router: Any, retrieval: Any = None) -> IngressState:
     """The replica's state: database, shards, token signer, rate limiter, OIDC clients."""
     sessionmaker = make_sessionmaker(make_engine(settings.database))
     shards = ShardClient(settings)
@@ -71,7 +80,13 @@ def build_state(settings: Settings, router: Any) -> IngressState:
         sessionmaker=sessionmaker,
         shards=shards,
         router=router,
-        turns=ChatTurns(settings=settings, shards=shards, router=router, limiter=limiter),
+        turns=ChatTurns(
+            settings=settings,
+            shards=shards,
+            router=router,
+            limiter=limiter,
+            retrieval=retrieval,
+        ),
         signer=TokenSigner.from_settings(settings.auth, secret=settings.secret_key),
         limiter=limiter,
         oidc={
@@ -84,8 +99,13 @@ def build_state(settings: Settings, router: Any) -> IngressState:
 @serve.deployment(name="ChatIngress")
 @serve.ingress()
 class ChatIngress:
-    async def __init__(self, settings: Settings, router: DeploymentHandle) -> None:
-        self._state = build_state(settings, router)
+    async def __init__(
+        self,
+        settings: Settings,
+        router: DeploymentHandle,
+        retrieval: DeploymentHandle | None = None,
+    ) -> None:
+        self._state = build_state(settings, router, retrieval)
         for shard in self._state.shards.all_shards():  # create them now, not on first use
             await shard.ping.remote()
 

@@ -1,6 +1,7 @@
 """A chat turn across the shard and the router, in three Ray calls whatever its length:
 `begin_turn` (store the question, get the history), one streamed router call (tokens
-arrive coalesced), `finish_turn` (store the reply before the turn is acknowledged).
+arrive coalesced), `finish_turn` (store the reply before the turn is acknowledged);
+a fourth, to the retrieval deployment, when the turn may be grounded in a knowledge base.
 
 A failure before the first token undoes the turn (nothing stored changes); after it,
 the partial reply is stored marked incomplete and the stream ends with an error event.
@@ -18,9 +19,11 @@ from typing import Any
 from actors.client import ShardClient
 from chatapp.chat.schemas import MessagePublic
 from chatapp.config import Settings
-from chatapp.errors import ChatAppError, ProviderError
+from chatapp.errors import ChatAppError, InvalidRequest, NotFound, ProviderError
 from chatapp.llm.base import ChatMessage, Finish, SamplingParams, StreamError, TextDelta
 from chatapp.llm.router import CacheMode
+from chatapp.rag.prompt import grounded_system_prompt, public_sources, select_sources
+from chatapp.rag.schemas import RagMode, RetrievedChunk
 from chatapp.ratelimit import RateLimiter
 from chatapp.usage.budget import TokenBudget
 from deployments.ingress.errors import unwrap
@@ -124,12 +127,50 @@ class ChatTurns:
         router: Any,
         budget: TokenBudget | None = None,
         limiter: RateLimiter | None = None,
+        retrieval: Any = None,
     ) -> None:
         self._settings = settings
         self._shards = shards
         self._router = router
         self.budget = budget if budget is not None else build_budget(settings)
         self._limiter = limiter
+        self._storing: set[asyncio.Future[Any]] = set()
+        self.retrieval = retrieval  # the Retrieval deployment; None when RAG is disabled
+
+    async def retrieve(
+        self,
+        query: str,
+        *,
+        knowledge_base: str | None,
+        rag: RagMode | None,
+        default_kb: bool = True,
+    ) -> list[RetrievedChunk]:
+        """The sources a turn is grounded in (maybe none). Naming an unknown knowledge base
+        is `NotFound`; without a name the default one is used when it exists (and
+        `default_kb` allows). Retrieval failing otherwise only costs the grounding."""
+        if knowledge_base is None and not default_kb:
+            return []
+        rag_settings = self._settings.rag
+        kb = knowledge_base or rag_settings.default_kb
+        mode = rag or rag_settings.mode_of(kb)
+        if self.retrieval is None:
+            if knowledge_base is not None:
+                raise NotFound(f"knowledge base {knowledge_base!r} not found (RAG is disabled)")
+            return []
+        if mode == "off" and knowledge_base is None:
+            return []
+        query = query[-rag_settings.max_query_chars :]
+        try:
+            hits: list[RetrievedChunk] = await self.retrieval.search.remote(
+                query, kb, missing_ok=knowledge_base is None
+            )
+        except Exception as exc:
+            cause = unwrap(exc)
+            if isinstance(cause, NotFound | InvalidRequest):
+                raise cause from None
+            logger.warning("retrieval from %s failed, answering without it: %s", kb, cause)
+            return []
+        return select_sources(hits, mode=mode, auto_threshold=rag_settings.auto_threshold)
 
     async def check_budget(self, user_id: uuid.UUID) -> None:
         """429 once the user's monthly token budget is spent (no-op without a budget)."""
@@ -157,11 +198,20 @@ class ChatTurns:
         params: SamplingParams,
         model: str | None = None,
         cache: CacheMode = "auto",
+        knowledge_base: str | None = None,
+        rag: RagMode | None = None,
     ) -> AsyncIterator[TurnEvent]:
         await self.check_budget(user_id)  # before anything is stored
+        # Before the question is stored: an unknown knowledge base changes nothing.
+        grounding = await self.retrieve(content, knowledge_base=knowledge_base, rag=rag)
+        sources = [
+            s.model_dump(mode="json")
+            for s in public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars)
+        ]
         start = await self._shards.call(conversation_id, "begin_turn", user_id, content)
         yield TurnStarted(start.user_message)
-        messages = [ChatMessage("system", self._settings.chat.system_prompt), *start.history]
+        system = grounded_system_prompt(self._settings.chat.system_prompt, grounding)
+        messages = [ChatMessage("system", system), *start.history]
         parts: list[str] = []
         finish: Finish | None = None
         failure: ChatAppError | None = None
@@ -182,11 +232,22 @@ class ChatTurns:
         finally:
             # Runs on success, on failure and when the client goes away (cancellation):
             # shielded so the store completes even then.
-            stored = await asyncio.shield(
+            # The task is kept referenced until done: a cancelled request must not let it
+            # be garbage-collected half-way.
+            store = asyncio.ensure_future(
                 self._finish(
-                    user_id, conversation_id, start.user_message.seq, parts, finish, failure
+                    user_id,
+                    conversation_id,
+                    start.user_message.seq,
+                    parts,
+                    finish,
+                    failure,
+                    sources,
                 )
             )
+            self._storing.add(store)
+            store.add_done_callback(self._storing.discard)
+            stored = await asyncio.shield(store)
         if failure is not None:
             if not parts:
                 raise failure  # the turn was undone: an ordinary HTTP error
@@ -204,6 +265,7 @@ class ChatTurns:
         parts: list[str],
         finish: Finish | None,
         failure: ChatAppError | None,
+        sources: list[dict[str, Any]] | None = None,
     ) -> MessagePublic | TurnFailed | None:
         if not parts and finish is None:
             # Nothing was generated: undo the turn so a rejected request stores nothing.
@@ -229,6 +291,7 @@ class ChatTurns:
                 provider=finish.provider or None if finish else None,
                 cost_usd=finish.cost_usd if finish else 0.0,
                 cached=finish.cached if finish else False,
+                sources=sources or None,
             )
         except ChatAppError as exc:
             logger.warning("reply of conversation %s not stored: %s", conversation_id, exc)

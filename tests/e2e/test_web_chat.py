@@ -114,8 +114,9 @@ def test_log_in_with_a_password(browser: Any, chat_app: str) -> None:
     context.close()
 
 
-def test_log_in_with_an_oidc_provider(browser: Any, chat_app: str) -> None:
+def test_log_in_with_an_oidc_provider(browser: Any, chat_app: str, oidc_issuer: Any) -> None:
     needs_auth(chat_app, "GET /api/auth/providers")
+    oidc_issuer.reset()  # a well-behaved provider and its default (verified) user
     providers = httpx.get(f"{chat_app}/api/auth/providers").json()
     if not providers:
         pytest.skip("no OIDC provider configured")

@@ -22,6 +22,7 @@ from tests.fakes.servers import BackgroundServer
 
 CLIENT_ID = "chatapp-test"
 CLIENT_SECRET = "test-client-secret"
+DEFAULT_USER = {"sub": "idp-1", "email": "oidc@example.com", "email_verified": True}
 
 
 @dataclass
@@ -121,7 +122,9 @@ class FakeIssuer:
         )
 
     def reset(self) -> None:
+        """Back to a well-behaved provider with the default user."""
         self.wrong_nonce = self.wrong_audience = self.sign_with_other_key = False
+        self.user = dict(DEFAULT_USER)
 
 
 def start_issuer() -> tuple[FakeIssuer, BackgroundServer]:

@@ -626,7 +626,10 @@ class ChatView {
     const body: Record<string, unknown> = opts.regenerate ? {} : { content };
     if (opts.replaceFromSeq !== undefined) body.replace_from_seq = opts.replaceFromSeq;
     if (this.modelSelect.value && this.modelSelect.value !== "auto") body.model = this.modelSelect.value;
-    if (!this.kbLabel.hidden && this.kbSelect.value) body.knowledge_base_id = this.kbSelect.value;
+    if (!this.kbLabel.hidden) {
+      if (this.kbSelect.value) body.knowledge_base_id = this.kbSelect.value;
+      else body.rag = "off"; // "No knowledge base": answer from the model alone
+    }
     const path = `api/conversations/${id}/${opts.regenerate ? "regenerate" : "messages"}`;
 
     let started = false;

@@ -122,6 +122,7 @@ def _done_payload(message: MessagePublic) -> dict[str, object]:
         "finish_reason": message.finish_reason,
         "model": message.model,
         "usage": _usage(message),
+        "sources": [s.model_dump(mode="json") for s in message.sources],
     }
 
 
@@ -149,7 +150,7 @@ def _sse(event: TurnEvent) -> ServerSentEvent:
     responses={
         200: {
             "description": "`text/event-stream` of `start`, `token`... and a final "
-            "`done` (message id, usage, finish reason) or `error` event; "
+            "`done` (message id, usage, finish reason, sources) or `error` event; "
             "JSON when `stream` is false."
         }
     },
@@ -200,6 +201,8 @@ async def _answer(
         content=content,
         params=params,
         model=body.model,
+        knowledge_base=body.knowledge_base_id,
+        rag=body.rag,
     )
     # Pull until the first token, so errors before it are ordinary HTTP errors.
     head: list[TurnEvent] = []

@@ -1,5 +1,9 @@
 """OpenAI-compatible /v1: chat completions (streamed and not, with usage) and models, so
-the official `openai` SDK works unchanged with base_url=http://host:8000/v1."""
+the official `openai` SDK works unchanged with base_url=http://host:8000/v1.
+
+RAG is opt-in here (clients send their own prompts): `knowledge_base_id` and/or `rag`
+in the request body (`extra_body` in the SDK) ground the answer in a knowledge base, and
+the response (the last streamed chunk) carries `sources`."""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from chatapp.openai_api.protocol import (
     completion_id,
     now,
 )
+from chatapp.rag.prompt import grounded_system_prompt, public_sources
+from chatapp.rag.schemas import RagOptions
 from deployments.ingress.deps import ApiChatUser, ApiUser, StateDep
 from deployments.ingress.errors import error_body
 from deployments.ingress.turns import cache_mode, sampling_params, stream_model
@@ -72,6 +78,24 @@ async def chat_completions(
     ]
     if not any(m.role == "user" and m.content.strip() for m in messages):
         raise InvalidRequest("messages: at least one non-empty user message is required")
+    rag = RagOptions.model_validate(body.model_extra or {})
+    grounding = await state.turns.retrieve(
+        next(m.content for m in reversed(messages) if m.role == "user"),
+        knowledge_base=rag.knowledge_base_id,
+        rag=rag.rag,
+        default_kb=rag.rag is not None,
+    )
+    sources = [
+        s.model_dump(mode="json")
+        for s in public_sources(grounding, snippet_chars=state.settings.rag.snippet_chars)
+    ]
+    if grounding:
+        if messages[0].role == "system":
+            system = grounded_system_prompt(messages[0].content, grounding)
+            messages[0] = ChatMessage("system", system)
+        else:
+            system = grounded_system_prompt("", grounding).strip()
+            messages.insert(0, ChatMessage("system", system))
     params = sampling_params(
         state.settings,
         max_tokens=body.max_completion_tokens or body.max_tokens,
@@ -114,6 +138,7 @@ async def chat_completions(
                     }
                 ],
                 "usage": _usage(chunk),
+                **({"sources": sources} if sources else {}),
             }
         )
 
@@ -139,7 +164,10 @@ async def chat_completions(
                     yield ServerSentEvent(frame({"content": chunk.text}))
                 elif isinstance(chunk, Finish):
                     await state.turns.record_usage(user.id, chunk)
-                    yield ServerSentEvent(frame({}, chunk.finish_reason, chunk.model))
+                    last = json.loads(frame({}, chunk.finish_reason, chunk.model))
+                    if sources:
+                        last["sources"] = sources
+                    yield ServerSentEvent(json.dumps(last))
                     if include_usage:
                         payload = json.loads(frame({}, None, chunk.model))
                         payload["choices"] = []

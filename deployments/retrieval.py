@@ -1,0 +1,175 @@
+"""Retrieval: embed queries (batched with `@serve.batch`) and search the FAISS index of
+a knowledge base. A shim over `chatapp.rag`.
+
+Each replica loads the newest version of every knowledge base in `RAG_INDEX_DIR` and
+looks for newer ones every `reload_interval_s` (or at once on `reload()`). A newer
+version is loaded off the event loop and swapped in with one assignment: a search
+already running keeps the version it started with, so no request is dropped. A version
+that fails to load is logged and the current one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from ray import serve
+
+from chatapp.config import RagSettings
+from chatapp.errors import InvalidRequest, NotFound
+from chatapp.rag.embedder import Embedder, Vectors, model_label
+from chatapp.rag.schemas import KnowledgeBasePublic, RetrievedChunk
+from chatapp.rag.store import LoadedIndex, store_for
+
+logger = logging.getLogger(__name__)
+
+
+@serve.deployment(name="Retrieval")
+class Retrieval:
+    def __init__(self, rag: RagSettings) -> None:
+        self._rag = rag
+        self._store = store_for(rag)
+        self._model = model_label(rag.embedding_model)
+        self._indexes: dict[str, LoadedIndex] = {}
+        self._failed: dict[str, int] = {}  # kb -> version that failed to load
+        self._embedder: Embedder | None = None
+        self._lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        self._embed.set_max_batch_size(rag.batch_max_size)  # type: ignore[attr-defined]
+        self._embed.set_batch_wait_timeout_s(rag.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        if self._store.knowledge_bases():
+            self._embedder = Embedder(rag.embedding_model)
+        self._load_new()
+
+    # -- index versions -------------------------------------------------------------
+
+    def _load_new(self) -> list[str]:
+        """Load every knowledge base whose newest version is not the one served."""
+        swapped = []
+        for kb in self._store.knowledge_bases():
+            latest = self._store.latest(kb)
+            current = self._indexes.get(kb)
+            if latest is None or (current and current.version == latest):
+                continue
+            if self._failed.get(kb) == latest:
+                continue
+            try:
+                index = self._store.load(kb, latest)
+                if index.manifest.model != self._model:
+                    raise ValueError(
+                        f"built with {index.manifest.model}, this replica embeds with "
+                        f"{self._model}; rebuild it or set RAG_EMBEDDING_MODEL"
+                    )
+            except Exception as exc:
+                self._failed[kb] = latest
+                logger.error("knowledge base %s version %s not loaded: %s", kb, latest, exc)
+                continue
+            self._indexes = {**self._indexes, kb: index}  # one assignment: the swap
+            swapped.append(f"{kb}@{latest}")
+        if swapped:
+            logger.info("serving %s", ", ".join(swapped))
+        return swapped
+
+    async def reload(self) -> dict[str, int]:
+        """Look for newer versions now; returns what is served (kb -> version)."""
+        async with self._lock:
+            # The model first: an index is only served once queries can be embedded.
+            if self._embedder is None and await asyncio.to_thread(self._store.knowledge_bases):
+                self._embedder = await asyncio.to_thread(Embedder, self._rag.embedding_model)
+            await asyncio.to_thread(self._load_new)
+        self._ensure_watcher()
+        return {kb: index.version for kb, index in self._indexes.items()}
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._rag.reload_interval_s)
+            with contextlib.suppress(Exception):
+                await self.reload()
+
+    # -- queries ----------------------------------------------------------------------
+
+    async def knowledge_bases(self) -> list[KnowledgeBasePublic]:
+        self._ensure_watcher()
+        return [
+            KnowledgeBasePublic(
+                id=kb,
+                name=kb,
+                version=index.version,
+                documents=index.manifest.documents,
+                chunks=index.manifest.chunks,
+                model=index.manifest.model,
+                index_kind=index.manifest.index_kind,
+                mode=self._rag.mode_of(kb),
+                created_at=index.manifest.created(),
+            )
+            for kb, index in sorted(self._indexes.items())
+        ]
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _embed(self, queries: list[str]) -> list[Vectors]:
+        assert self._embedder is not None
+        vectors = await asyncio.to_thread(self._embedder.encode, queries)
+        return [vectors[i : i + 1] for i in range(len(queries))]
+
+    async def search(
+        self,
+        query: str,
+        knowledge_base: str,
+        *,
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+        missing_ok: bool = False,
+    ) -> list[RetrievedChunk]:
+        """The best chunks of `knowledge_base` for `query`, best first.
+
+        `NotFound` for an unknown knowledge base (an empty list with `missing_ok`),
+        `InvalidRequest` for an empty query or one over `max_query_chars`."""
+        self._ensure_watcher()
+        if not query.strip():
+            raise InvalidRequest("query: empty")
+        if len(query) > self._rag.max_query_chars:
+            raise InvalidRequest(
+                f"query: {len(query)} characters, more than the {self._rag.max_query_chars} "
+                "a search takes (RAG_MAX_QUERY_CHARS); shorten it"
+            )
+        index = self._indexes.get(knowledge_base)  # this version serves the whole request
+        if index is None:
+            if missing_ok:
+                return []
+            known = ", ".join(sorted(self._indexes)) or "none yet"
+            raise NotFound(
+                f"knowledge base {knowledge_base!r} not found (available: {known}); "
+                "build it with `chatapp index build SOURCE --name NAME`"
+            )
+        vector = await self._embed(query)
+        hits = await asyncio.to_thread(
+            index.search,
+            vector,
+            top_k=top_k or self._rag.top_k,
+            threshold=self._rag.score_threshold if score_threshold is None else score_threshold,
+        )
+        return hits[0]
+
+    async def check_health(self) -> None:
+        self._ensure_watcher()
+
+
+def retrieval_options(rag: RagSettings, logging_config: dict[str, Any]) -> dict[str, Any]:
+    """Serve options of the retrieval deployment from settings (autoscaling, resources)."""
+    return {
+        "autoscaling_config": {
+            "min_replicas": rag.min_replicas,
+            "initial_replicas": max(1, rag.min_replicas),
+            "max_replicas": rag.max_replicas,
+            "target_ongoing_requests": rag.target_ongoing_requests,
+        },
+        "max_ongoing_requests": rag.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": rag.num_cpus, "num_gpus": rag.num_gpus},
+        "logging_config": logging_config,
+    }

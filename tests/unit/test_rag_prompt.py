@@ -1,0 +1,55 @@
+"""RAG modes, the numbered prompt, sources shown to users, and retrieval metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatapp.rag.evaluation import evaluate, ndcg_at_k, ranked_ids, recall_at_k
+from chatapp.rag.prompt import grounded_system_prompt, public_sources, select_sources
+from chatapp.rag.schemas import RetrievedChunk
+
+
+def hit(score: float, i: int = 0, source: str = "docs/a.md", anchor: str = "s") -> RetrievedChunk:
+    return RetrievedChunk(
+        chunk_id=f"c{i}", knowledge_base="docs", version=1, source=source, title="Guide",
+        section="Setup", anchor=anchor, position=i, start=0, end=10, score=score,
+        text=f"chunk {i} " + "word " * 100,
+    )  # fmt: skip
+
+
+def test_auto_mode_uses_sources_only_past_the_threshold() -> None:
+    weak = [hit(0.3, 0), hit(0.25, 1)]
+    strong = [hit(0.3, 0), hit(0.5, 1)]
+    assert select_sources(weak, mode="auto", auto_threshold=0.35) == []
+    assert [h.chunk_id for h in select_sources(strong, mode="auto", auto_threshold=0.35)] == [
+        "c1",
+        "c0",
+    ]
+    assert len(select_sources(weak, mode="always", auto_threshold=0.35)) == 2
+    assert select_sources(strong, mode="off", auto_threshold=0.35) == []
+    assert select_sources([], mode="always", auto_threshold=0.0) == []
+
+
+def test_prompt_numbers_sources_and_public_sources_match() -> None:
+    hits = [hit(0.6, 0), hit(0.5, 1)]
+    prompt = grounded_system_prompt("You are ChatApp.", hits)
+    assert prompt.startswith("You are ChatApp.")
+    assert "[1] Guide — Setup (docs/a.md)\nchunk 0" in prompt and "[2] Guide" in prompt
+    assert grounded_system_prompt("sys", []) == "sys"
+    shown = public_sources(hits, snippet_chars=50)
+    assert [s.index for s in shown] == [1, 2]
+    assert shown[0].title == "Guide — Setup" and shown[0].source == "docs/a.md#s"
+    assert len(shown[0].snippet) == 50 and shown[0].snippet.endswith("…")
+    assert shown[0].url is None
+    assert public_sources([hit(0.5, source="https://x.org/p")], snippet_chars=9)[0].url
+
+
+def test_metrics() -> None:
+    relevant = {"a": 2, "b": 1}
+    assert ndcg_at_k(["a", "b", "c"], relevant, 10) == pytest.approx(1.0)
+    assert ndcg_at_k(["c", "a"], relevant, 10) < ndcg_at_k(["a", "c"], relevant, 10)
+    assert recall_at_k(["c", "a"], relevant, 1) == 0 and recall_at_k(["c", "a"], relevant, 2) == 0.5
+    ranking = ranked_ids([hit(0.9, 0, anchor="x"), hit(0.8, 1, anchor="x"), hit(0.7, 2, anchor="")])
+    assert ranking == ["docs/a.md#x", "docs/a.md"]
+    figures = evaluate({"q1": ["a"], "q2": []}, {"q1": {"a": 1}, "q2": {"b": 1}}, ks=(1,))
+    assert figures["recall@1"] == 0.5 and figures["ndcg@10"] == 0.5 and figures["queries"] == 2
