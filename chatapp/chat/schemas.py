@@ -63,6 +63,9 @@ class MessagePublic(BaseModel):
     model: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    provider: str | None = Field(None, description="Who answered: openai, anthropic, ...")
+    cost_usd: float = Field(0.0, description="Price of the reply by the model catalog.")
+    cached: bool = Field(False, description="Replayed from the response cache.")
     sources: list[SourcePublic] = Field(
         default_factory=list, description="Knowledge-base chunks the reply was grounded in."
     )

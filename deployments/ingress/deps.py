@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -121,6 +121,15 @@ async def api_chat_rate_limit(state: StateDep, user: ApiUser) -> Principal:
 
 ChatUser = Annotated[Principal, Depends(chat_rate_limit)]
 ApiChatUser = Annotated[Principal, Depends(api_chat_rate_limit)]
+
+
+CacheHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-ChatApp-Cache",
+        description="`no` skips the response cache; `yes` uses it at any temperature.",
+    ),
+]
 
 
 def client_ip(request: Request) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -165,3 +166,25 @@ def test_bad_messages_are_refused_and_store_nothing(
     assert snapshot(client) == before
     # and the conversation still works afterwards
     assert send(client, conv, "second", max_tokens=4)[-1].event == "done"
+
+
+def test_greedy_turns_are_cached_and_the_header_opts_out(client: httpx.Client) -> None:
+    question = f"Name three colours. ({uuid.uuid4().hex[:6]})"
+    first = send(client, new_conversation(client), question, temperature=0, max_tokens=12)
+    again = send(client, new_conversation(client), question, temperature=0, max_tokens=12)
+    assert first[-1].json()["usage"]["cached"] is False
+    assert again[-1].json()["usage"]["cached"] is True
+    assert again[-1].json()["provider"] == first[-1].json()["provider"] == "self-hosted"
+
+    def text(events: list[Event]) -> str:
+        return "".join(e.json()["text"] for e in events if e.event == "token")
+
+    assert text(again) == text(first)  # a cached answer streams like a fresh one
+    with client.stream(
+        "POST",
+        f"/api/conversations/{new_conversation(client)}/messages",
+        json={"content": question, "temperature": 0, "max_tokens": 12},
+        headers={"X-ChatApp-Cache": "no"},
+    ) as response:
+        fresh = list(iter_events(response))
+    assert fresh[-1].json()["usage"]["cached"] is False

@@ -28,9 +28,23 @@ from chatapp.chat.schemas import (
 )
 from chatapp.errors import InvalidRequest
 from chatapp.llm.base import TextDelta
-from deployments.ingress.deps import ChatUser, CurrentUser, IngressState, SessionDep, StateDep
+from deployments.ingress.deps import (
+    CacheHeader,
+    ChatUser,
+    CurrentUser,
+    IngressState,
+    SessionDep,
+    StateDep,
+)
 from deployments.ingress.errors import error_body
-from deployments.ingress.turns import TurnDone, TurnEvent, TurnFailed, TurnStarted, sampling_params
+from deployments.ingress.turns import (
+    TurnDone,
+    TurnEvent,
+    TurnFailed,
+    TurnStarted,
+    cache_mode,
+    sampling_params,
+)
 
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 
@@ -121,7 +135,8 @@ def _done_payload(message: MessagePublic) -> dict[str, object]:
         "seq": message.seq,
         "finish_reason": message.finish_reason,
         "model": message.model,
-        "usage": _usage(message),
+        "provider": message.provider,
+        "usage": {**_usage(message), "cost_usd": message.cost_usd, "cached": message.cached},
         "sources": [s.model_dump(mode="json") for s in message.sources],
     }
 
@@ -156,7 +171,11 @@ def _sse(event: TurnEvent) -> ServerSentEvent:
     },
 )
 async def post_message(
-    conversation_id: uuid.UUID, body: MessageCreate, user: ChatUser, state: StateDep
+    conversation_id: uuid.UUID,
+    body: MessageCreate,
+    user: ChatUser,
+    state: StateDep,
+    x_chatapp_cache: CacheHeader = None,
 ) -> Response:
     if len(body.content) > state.settings.chat.max_message_chars:
         raise InvalidRequest(
@@ -167,7 +186,7 @@ async def post_message(
         await state.shards.call(
             conversation_id, "prepare_rewrite", user.id, body.replace_from_seq, body.content
         )
-    return await _answer(state, user.id, conversation_id, body.content, body)
+    return await _answer(state, user.id, conversation_id, body.content, body, x_chatapp_cache)
 
 
 @router.post(
@@ -179,10 +198,13 @@ async def regenerate(
     user: ChatUser,
     state: StateDep,
     body: RegenerateRequest | None = None,
+    x_chatapp_cache: CacheHeader = None,
 ) -> Response:
     """Answer the last user message again, replacing its reply."""
     content = await state.shards.call(conversation_id, "prepare_regenerate", user.id)
-    return await _answer(state, user.id, conversation_id, content, body or RegenerateRequest())
+    return await _answer(
+        state, user.id, conversation_id, content, body or RegenerateRequest(), x_chatapp_cache
+    )
 
 
 async def _answer(
@@ -191,6 +213,7 @@ async def _answer(
     conversation_id: uuid.UUID,
     content: str,
     body: TurnOptions,
+    cache_header: str | None,
 ) -> Response:
     params = sampling_params(
         state.settings, max_tokens=body.max_tokens, temperature=body.temperature
@@ -201,6 +224,7 @@ async def _answer(
         content=content,
         params=params,
         model=body.model,
+        cache=cache_mode(cache_header),
         knowledge_base=body.knowledge_base_id,
         rag=body.rag,
     )

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -26,7 +26,7 @@ from chatapp.openai_api.protocol import (
 )
 from chatapp.rag.prompt import grounded_system_prompt, public_sources
 from chatapp.rag.schemas import RagOptions
-from deployments.ingress.deps import ApiChatUser, ApiUser, StateDep
+from deployments.ingress.deps import ApiChatUser, ApiUser, CacheHeader, StateDep
 from deployments.ingress.errors import error_body
 from deployments.ingress.turns import cache_mode, sampling_params, stream_model
 
@@ -67,10 +67,7 @@ async def chat_completions(
     body: ChatCompletionRequest,
     state: StateDep,
     user: ApiChatUser,
-    x_chatapp_cache: Annotated[
-        str | None,
-        Header(description="`no` skips the response cache; `yes` uses it at any temperature."),
-    ] = None,
+    x_chatapp_cache: CacheHeader = None,
 ) -> Response:
     messages = [
         ChatMessage(_ROLES.get(m.role, m.role), m.text())  # type: ignore[arg-type]
