@@ -559,7 +559,8 @@ def _settings_fields(src: Path) -> dict[str, list[str]]:
 
 
 # Settings a load test needs when the checkout has them: no per-user limits in the way, no
-# response cache (every turn must reach the model).
+# response cache (every turn must reach the model), no retrieval (the baseline has none;
+# bench/rag.py measures it; add it back with --overrides '{"rag": {"enabled": true}}').
 _OPTIONAL_OVERRIDES: dict[str, dict[str, Any]] = {
     "auth": {
         "chat_request_limit": "100000000/minute",
@@ -569,6 +570,7 @@ _OPTIONAL_OVERRIDES: dict[str, dict[str, Any]] = {
         "login_failure_limit": "100000/minute",
     },
     "cache": {"enabled": False},
+    "rag": {"enabled": False},
 }
 
 
