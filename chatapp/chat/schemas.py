@@ -130,3 +130,6 @@ class TurnResult(BaseModel):
 
     user_message: MessagePublic
     message: MessagePublic
+    fallback_from: str | None = Field(
+        None, description="The model that failed before the one that answered, if any."
+    )

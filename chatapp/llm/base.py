@@ -49,6 +49,7 @@ class Finish:
     provider: str = ""  # who answered: "openai", "anthropic", "self-hosted", ...
     cost_usd: float = 0.0
     cached: bool = False  # replayed from the response cache
+    fallback_from: str | None = None  # the model that failed before this one answered
 
 
 @dataclass(frozen=True, slots=True)

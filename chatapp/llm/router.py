@@ -160,7 +160,9 @@ class ProviderRouter:
             except ChatAppError as exc:
                 errors.append((step.entry, exc))
                 continue
-            async for chunk in self._rest(step.entry, agen, first, started, key):
+            failed_first = errors[0][0].name if errors else None
+            fallback_from = failed_first if failed_first != step.entry.name else None
+            async for chunk in self._rest(step.entry, agen, first, started, key, fallback_from):
                 yield chunk
             return
         raise _final_error(errors)
@@ -260,6 +262,7 @@ class ProviderRouter:
         first: TextDelta | Finish,
         started: float,
         key: str | None,
+        fallback_from: str | None = None,
     ) -> AsyncIterator[Chunk]:
         labels = (entry.provider, entry.name)
         first_at = self._clock()
@@ -275,6 +278,7 @@ class ProviderRouter:
                         model=entry.name,
                         provider=entry.provider,
                         cost_usd=cost_usd(entry, chunk.prompt_tokens, chunk.completion_tokens),
+                        fallback_from=fallback_from,
                     )
                     self._metrics.requests.labels(*labels, "ok").inc()
                     elapsed = self._clock() - first_at

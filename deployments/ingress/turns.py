@@ -39,6 +39,7 @@ class TurnStarted:
 @dataclass(frozen=True, slots=True)
 class TurnDone:
     message: MessagePublic
+    fallback_from: str | None = None  # the model that failed before this reply's model
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +256,7 @@ class ChatTurns:
         elif isinstance(stored, TurnFailed):
             yield stored
         elif stored is not None:
-            yield TurnDone(stored)
+            yield TurnDone(stored, finish.fallback_from if finish else None)
 
     async def _finish(
         self,

@@ -114,6 +114,7 @@ def test_primary_down_the_answer_comes_from_self_hosted_smollm2(
         assert message["model"] == SELF_HOSTED and message["status"] == "complete"
         assert message["content"].strip() and message["completion_tokens"] > 0
         assert len(provider.requests) == 2  # the primary was tried (and retried) first
+        assert reply.json()["fallback_from"] == "gpt-fake"  # the page shows a fallback badge
 
         usage = client.get("/api/usage").json()
         by_model = {m["model"]: m for m in usage["by_model"]}
@@ -130,6 +131,7 @@ def test_the_primary_answers_and_its_cost_is_accounted(routed: str, provider: Fa
         message = reply.json()["message"]
         assert message["model"] == "gpt-fake"
         assert message["content"] == "Paris is the capital of France."
+        assert reply.json()["fallback_from"] is None
         usage = client.get("/api/usage").json()
     assert usage["replies"] == 1 and usage["budget"] is None
     assert usage["completion_tokens"] == 6 and usage["prompt_tokens"] > 0

@@ -246,6 +246,7 @@ async def test_fallback_order_is_primary_then_fallbacks_then_self_hosted() -> No
     assert (
         isinstance(finish, Finish) and finish.model == "local" and finish.provider == "self-hosted"
     )
+    assert finish.fallback_from == "gpt"  # the model the user asked for first
     assert [len(p.history) for p in (rig.openai, rig.anthropic, rig.local)] == [1, 1, 1]
     assert rig.metric("chatapp_llm_fallbacks_total", from_model="gpt", to_model="claude") == 1
     assert rig.metric("chatapp_llm_fallbacks_total", from_model="claude", to_model="local") == 1
@@ -254,7 +255,8 @@ async def test_fallback_order_is_primary_then_fallbacks_then_self_hosted() -> No
 async def test_a_named_model_answers_first_and_unknown_ones_are_404() -> None:
     rig = Rig()
     rig.anthropic.enqueue(Answer("claude here"))
-    assert (await run(rig.router, model="claude"))[0] == "claude here"
+    text, finish = await run(rig.router, model="claude")
+    assert text == "claude here" and isinstance(finish, Finish) and finish.fallback_from is None
     assert rig.openai.history == []
     with pytest.raises(NotFound, match="available: auto, gpt, claude, local"):
         await run(rig.router, model="nope")

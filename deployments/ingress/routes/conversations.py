@@ -152,7 +152,8 @@ def _sse(event: TurnEvent) -> ServerSentEvent:
             event="start",
         )
     if isinstance(event, TurnDone):
-        return ServerSentEvent(json.dumps(_done_payload(event.message)), event="done")
+        done = {**_done_payload(event.message), "fallback_from": event.fallback_from}
+        return ServerSentEvent(json.dumps(done), event="done")
     _, body, _ = error_body(event.error)
     if event.message is not None:
         body["message_id"] = str(event.message.id)
@@ -257,5 +258,7 @@ def _json_result(events: list[TurnEvent]) -> JSONResponse:
             body["message"] = last.message.model_dump(mode="json")
         return JSONResponse(body, status_code=status, headers=headers)
     assert isinstance(last, TurnDone)
-    result = TurnResult(user_message=started.user_message, message=last.message)
+    result = TurnResult(
+        user_message=started.user_message, message=last.message, fallback_from=last.fallback_from
+    )
     return JSONResponse(result.model_dump(mode="json"))

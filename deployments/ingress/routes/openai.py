@@ -59,6 +59,7 @@ def _usage(finish: Finish) -> dict[str, Any]:
         "provider": finish.provider or None,
         "cost_usd": finish.cost_usd,
         "cached": finish.cached,
+        "fallback_from": finish.fallback_from,
     }
 
 
