@@ -32,3 +32,49 @@ def test_a_typo_in_the_manifest_is_caught() -> None:
     except jsonschema.ValidationError:
         return
     raise AssertionError("an invalid replicas value passed validation")
+
+
+def _series_names() -> set[str]:
+    from chatapp.metrics import ProviderMetrics
+
+    names: set[str] = set()
+    for family in ProviderMetrics().registry.collect():
+        suffixes = {
+            "counter": ["_total"],
+            "histogram": ["_bucket", "_sum", "_count"],
+            "gauge": [""],
+        }[family.type]
+        names.update(family.name + s for s in suffixes)
+    return names
+
+
+def test_grafana_dashboard_queries_metrics_chatapp_exports() -> None:
+    import json
+    import re
+
+    dashboard = json.loads((ROOT / "cluster/monitoring/grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\bchatapp_[a-z_]+", e)}
+    assert used, "the dashboard shows ChatApp's own metrics"
+    assert used <= _series_names(), used - _series_names()
+    # every panel has a query and a unique id
+    assert all(p["targets"] for p in dashboard["panels"])
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_scrape_config_targets_the_serve_service_and_ray_pods() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "cluster/monitoring/servicemonitor.yaml").read_text()))
+    service_monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    rayservice = yaml.safe_load((ROOT / "cluster/rayservice.yaml").read_text())
+    # KubeRay labels the serve service "<rayservice name>-serve"
+    expected = f"{rayservice['metadata']['name']}-serve"
+    assert service_monitor["spec"]["selector"]["matchLabels"]["ray.io/serve"] == expected
+    assert service_monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    head_ports = {
+        p["name"]
+        for c in rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+            "containers"
+        ]
+        for p in c.get("ports", [])
+    }
+    assert {"serve", "metrics"} <= head_ports
