@@ -231,10 +231,10 @@ class ChatTurns:
         except ChatAppError as exc:
             failure = exc
         finally:
-            # Runs on success, on failure and when the client goes away (cancellation):
-            # shielded so the store completes even then.
-            # The task is kept referenced until done: a cancelled request must not let it
-            # be garbage-collected half-way.
+            # Runs on success, on failure and when the client goes away (cancellation or
+            # the turn being closed): the store is its own task, kept referenced until
+            # done and shielded, so it completes even then; then the model stream is
+            # closed, which stops the generation.
             store = asyncio.ensure_future(
                 self._finish(
                     user_id,
@@ -248,6 +248,7 @@ class ChatTurns:
             )
             self._storing.add(store)
             store.add_done_callback(self._storing.discard)
+            await chunks.aclose()
             stored = await asyncio.shield(store)
         if failure is not None:
             if not parts:

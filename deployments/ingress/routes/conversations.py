@@ -241,10 +241,16 @@ async def _answer(
         return _json_result(head)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
-        for event in head:
-            yield _sse(event)
-        async for event in events:
-            yield _sse(event)
+        try:
+            for event in head:
+                yield _sse(event)
+            async for event in events:
+                yield _sse(event)
+        finally:
+            # The client went away (or all was sent): close the turn now, not whenever the
+            # garbage collector gets to it, so generation stops and the partial reply is
+            # stored at once.
+            await events.aclose()
 
     return EventSourceResponse(stream(), ping=15)
 

@@ -154,9 +154,9 @@ async def chat_completions(
         )
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        yield ServerSentEvent(frame({"role": "assistant", "content": ""}))
         chunk: TextDelta | Finish | StreamError = first
         try:
+            yield ServerSentEvent(frame({"role": "assistant", "content": ""}))
             while True:
                 if isinstance(chunk, TextDelta):
                     yield ServerSentEvent(frame({"content": chunk.text}))
@@ -178,6 +178,8 @@ async def chat_completions(
         except ChatAppError as exc:
             _, error, _ = error_body(exc)
             yield ServerSentEvent(json.dumps(error))
+        finally:
+            await chunks.aclose()  # a client that went away stops the generation at once
         yield ServerSentEvent("[DONE]")
 
     return EventSourceResponse(events(), ping=15)
