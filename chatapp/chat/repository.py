@@ -16,23 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatapp.chat.schemas import MessagePublic
-from chatapp.db.models import Conversation, Message, User, utcnow
+from chatapp.db.models import Conversation, Message, utcnow
 from chatapp.errors import Conflict, InvalidRequest, NotFound
-
-
-async def get_or_create_user(*, session: AsyncSession, email: str) -> User:
-    user = await session.scalar(select(User).where(User.email == email))
-    if user is not None:
-        return user
-    user = User(email=email, display_name=email.split("@", 1)[0])
-    session.add(user)
-    try:
-        await session.commit()
-    except IntegrityError:  # created concurrently by another process
-        await session.rollback()
-        user = await session.scalar(select(User).where(User.email == email))
-        assert user is not None
-    return user
 
 
 async def create_conversation(

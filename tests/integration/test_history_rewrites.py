@@ -11,6 +11,7 @@ import pytest
 
 from chatapp.chat import repository
 from chatapp.errors import Conflict, InvalidRequest
+from tests.fakes.users import create_user
 from tests.integration.test_hot_store import setup, store, turn
 
 
@@ -33,7 +34,7 @@ async def test_search_matches_title_or_content_ignoring_case(sessionmaker: Any) 
         other = await repository.create_conversation(
             session=session, user_id=user_id, title="100% literal_match"
         )
-        stranger = await repository.get_or_create_user(session=session, email="x@example.com")
+        stranger = await create_user(session)
         await repository.create_conversation(
             session=session, user_id=stranger.id, title="zebrafish too"
         )

@@ -10,6 +10,7 @@ import pytest
 from chatapp.chat import repository
 from chatapp.chat.hot import ConversationStore
 from chatapp.errors import Conflict, NotFound
+from tests.fakes.users import create_user
 
 
 class Clock:
@@ -32,9 +33,7 @@ def store(sessionmaker: Any, clock: Clock | None = None, **kw: Any) -> Conversat
 
 async def setup(sessionmaker: Any) -> tuple[uuid.UUID, uuid.UUID]:
     async with sessionmaker() as session:
-        user = await repository.get_or_create_user(
-            session=session, email=f"{uuid.uuid4().hex[:8]}@example.com"
-        )
+        user = await create_user(session)
         conv = await repository.create_conversation(session=session, user_id=user.id)
     return user.id, conv.id
 

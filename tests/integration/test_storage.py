@@ -9,13 +9,12 @@ import pytest
 
 from chatapp.chat import repository
 from chatapp.errors import Conflict, InvalidRequest, NotFound
+from tests.fakes.users import create_user
 
 
 async def new_user(sessionmaker: Any) -> uuid.UUID:
     async with sessionmaker() as session:
-        user = await repository.get_or_create_user(
-            session=session, email=f"{uuid.uuid4().hex[:8]}@example.com"
-        )
+        user = await create_user(session)
         return user.id
 
 
