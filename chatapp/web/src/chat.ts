@@ -1,0 +1,127 @@
+// The chat screen: lays out the sidebar, the open conversation, the notice bar and the
+// composer, and switches between conversations.
+import { ApiError, json, logout } from "./api";
+import { Composer, editMessage } from "./composer";
+import { ConversationView } from "./conversation";
+import { h } from "./dom";
+import { describe, Notice } from "./notice";
+import { Sidebar } from "./sidebar";
+import { ChatState } from "./state";
+import type { Conversation, CurrentUser, Message, MessagePage } from "./state";
+import { TurnRunner } from "./turn";
+
+export class ChatView {
+  private readonly state = new ChatState();
+  private readonly notice = new Notice();
+  private readonly layout = h("div", { class: "layout" });
+  private readonly conversation: ConversationView;
+  private readonly composer: Composer;
+  private readonly sidebar: Sidebar;
+  private readonly turns: TurnRunner;
+
+  /** `me` null: accounts are off. `afterLogout` runs once the user has logged out. */
+  constructor(
+    private readonly root: HTMLElement,
+    private readonly me: CurrentUser | null,
+    private readonly afterLogout: () => Promise<void>,
+  ) {
+    this.conversation = new ConversationView(this.state, {
+      regenerate: () => void this.turns.regenerate(),
+      edit: (m) => this.edit(m),
+    });
+    this.composer = new Composer(this.state, () => void this.turns.submit());
+    this.sidebar = new Sidebar(this.state, this.notice, {
+      open: (id) => void this.open(id),
+      newChat: () => this.newChat(),
+      logout: () => void this.logout(),
+      setTitle: (title) => this.conversation.setTitle(title),
+    });
+    this.turns = new TurnRunner({
+      state: this.state,
+      composer: this.composer,
+      conversation: this.conversation,
+      notice: this.notice,
+      sidebar: this.sidebar,
+    });
+  }
+
+  mount(): void {
+    const main = h(
+      "main",
+      { class: "chat" },
+      h(
+        "header",
+        { class: "topbar" },
+        h("button", { class: "menu icon", "aria-label": "Conversations", "data-testid": "menu", onclick: () => this.layout.classList.toggle("drawer-open") }, "☰"),
+        this.conversation.title,
+        this.composer.kbLabel,
+        this.composer.modelSelect,
+      ),
+      this.conversation.log,
+      this.notice.element,
+      this.composer.form,
+    );
+    const scrim = h("div", { class: "scrim", onclick: () => this.layout.classList.remove("drawer-open") });
+    this.layout.replaceChildren(this.sidebar.element(this.me), scrim, main);
+    this.root.replaceChildren(this.layout);
+
+    void this.sidebar.loadConversations(true);
+    void this.composer.loadModels();
+    void this.composer.loadKnowledgeBases();
+    if (this.state.conversationId) void this.open(this.state.conversationId);
+    else this.composer.restoreDraft();
+    this.composer.focus();
+  }
+
+  private newChat(): void {
+    if (this.state.controller) return;
+    this.state.conversationId = null;
+    this.state.messages = [];
+    this.state.hasMore = false;
+    this.conversation.setTitle("New chat");
+    this.conversation.renderMessages();
+    history.replaceState(null, "", location.pathname);
+    this.sidebar.markActive();
+    this.composer.restoreDraft();
+    this.layout.classList.remove("drawer-open");
+    this.composer.focus();
+  }
+
+  private async open(id: string): Promise<void> {
+    if (this.state.controller) return;
+    this.layout.classList.remove("drawer-open");
+    try {
+      const detail = await json<Conversation & MessagePage>(`api/conversations/${id}?limit=50`);
+      this.state.conversationId = id;
+      this.state.messages = detail.messages;
+      this.state.hasMore = detail.has_more;
+      this.conversation.setTitle(detail.title || "New chat");
+      history.replaceState(null, "", `${location.pathname}?c=${id}`);
+      this.conversation.renderMessages();
+      this.sidebar.markActive();
+      this.composer.restoreDraft();
+      this.notice.hide();
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        this.newChat();
+        return;
+      }
+      this.notice.show("error", `Could not open the chat: ${describe(err)}`);
+    }
+  }
+
+  private edit(m: Message): void {
+    if (this.state.controller) return;
+    editMessage(
+      m,
+      (text) => void this.turns.run(text, { replaceFromSeq: m.seq }),
+      () => this.conversation.fill(m),
+    );
+  }
+
+  private async logout(): Promise<void> {
+    this.state.controller?.abort();
+    await logout();
+    await this.afterLogout();
+  }
+}
