@@ -1,17 +1,22 @@
-"""Finds the shard of a conversation: consistent hashing over named shard actors."""
+"""The `ConversationShards` port over Ray: finds the shard of a conversation by consistent
+hashing over named shard actors and calls it with typed methods."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError
 from uhashring import HashRing
 
 from actors.shard import ConversationShard
+from chatapp.chat.ports import ReplyRecord, TurnStart
+from chatapp.chat.schemas import MessagePublic
 from chatapp.config import Settings
-from chatapp.errors import ServiceUnavailable
+from deployments.handles import call
+
+T = TypeVar("T")
 
 
 def shard_names(settings: Settings) -> list[str]:
@@ -19,7 +24,9 @@ def shard_names(settings: Settings) -> list[str]:
 
 
 class ShardClient:
-    """Gets or creates the named shards (detached: they outlive any one ingress replica)."""
+    """Gets or creates the named shards (detached: they outlive any one ingress replica).
+    A shard that is restarting is `ServiceUnavailable` (503, retry in a second); errors the
+    shard raises (`Conflict`, `NotFound`, ...) come back as themselves."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -45,19 +52,64 @@ class ShardClient:
     def all_shards(self) -> list[Any]:
         return [self._handle(name) for name in self._names]
 
-    async def call(self, conversation_id: uuid.UUID, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call `method` on the conversation's shard; a restarting shard is a 503."""
+    @staticmethod
+    async def _call(ref: Awaitable[T]) -> T:
+        return await call(ref, unavailable="the conversation service is restarting")
+
+    async def begin_turn(
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
+    ) -> TurnStart:
         shard = self.shard_for(conversation_id)
-        try:
-            return await getattr(shard, method).remote(conversation_id, *args, **kwargs)
-        except (ActorDiedError, ActorUnavailableError) as exc:
-            raise ServiceUnavailable(
-                "the conversation service is restarting; retry in a moment", retry_after=1
-            ) from exc
+        return await self._call(
+            shard.begin_turn.remote(
+                conversation_id=conversation_id, user_id=user_id, content=content
+            )
+        )
+
+    async def finish_turn(
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, reply: ReplyRecord
+    ) -> MessagePublic:
+        shard = self.shard_for(conversation_id)
+        return await self._call(
+            shard.finish_turn.remote(conversation_id=conversation_id, user_id=user_id, reply=reply)
+        )
+
+    async def abort_turn(
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, user_seq: int
+    ) -> None:
+        shard = self.shard_for(conversation_id)
+        await self._call(
+            shard.abort_turn.remote(
+                conversation_id=conversation_id, user_id=user_id, user_seq=user_seq
+            )
+        )
+
+    async def prepare_rewrite(
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, from_seq: int, content: str
+    ) -> None:
+        shard = self.shard_for(conversation_id)
+        await self._call(
+            shard.prepare_rewrite.remote(
+                conversation_id=conversation_id,
+                user_id=user_id,
+                from_seq=from_seq,
+                content=content,
+            )
+        )
+
+    async def prepare_regenerate(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> str:
+        shard = self.shard_for(conversation_id)
+        return await self._call(
+            shard.prepare_regenerate.remote(conversation_id=conversation_id, user_id=user_id)
+        )
+
+    async def delete(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        shard = self.shard_for(conversation_id)
+        await self._call(shard.delete.remote(conversation_id=conversation_id, user_id=user_id))
 
 
 def kill_shards(settings: Settings) -> None:
-    """Stop the detached shards of `settings` (tests, `chatapp stop`)."""
+    """Stop the detached shards of `settings` (tests; ops remove them with `ray stop`)."""
     for name in shard_names(settings):
         try:
             ray.kill(ray.get_actor(name, namespace=settings.shards.namespace), no_restart=True)

@@ -14,7 +14,8 @@ import uuid
 
 import ray
 
-from chatapp.chat.hot import ConversationStore, TurnStart
+from chatapp.chat.hot import ConversationStore
+from chatapp.chat.ports import ReplyRecord, TurnStart
 from chatapp.chat.schemas import MessagePublic
 from chatapp.config import Settings
 from chatapp.db.engine import make_engine, make_sessionmaker
@@ -54,8 +55,10 @@ class ConversationShard:
     async def hot_ids(self) -> list[uuid.UUID]:
         return self._store.hot_ids()
 
+    # The ConversationShards port, each method the store's own (see chatapp/chat/ports.py).
+
     async def begin_turn(
-        self, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
     ) -> TurnStart:
         self._ensure_sweeper()
         return await self._store.begin_turn(
@@ -63,34 +66,32 @@ class ConversationShard:
         )
 
     async def finish_turn(
-        self, conversation_id: uuid.UUID, user_id: uuid.UUID, **reply: object
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, reply: ReplyRecord
     ) -> MessagePublic:
         return await self._store.finish_turn(
-            conversation_id=conversation_id,
-            user_id=user_id,
-            **reply,  # type: ignore[arg-type]
+            conversation_id=conversation_id, user_id=user_id, reply=reply
         )
 
     async def abort_turn(
-        self, conversation_id: uuid.UUID, user_id: uuid.UUID, user_seq: int
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, user_seq: int
     ) -> None:
         await self._store.abort_turn(
             conversation_id=conversation_id, user_id=user_id, user_seq=user_seq
         )
 
     async def prepare_rewrite(
-        self, conversation_id: uuid.UUID, user_id: uuid.UUID, from_seq: int, content: str
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, from_seq: int, content: str
     ) -> None:
         await self._store.prepare_rewrite(
             conversation_id=conversation_id, user_id=user_id, from_seq=from_seq, content=content
         )
 
-    async def prepare_regenerate(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> str:
+    async def prepare_regenerate(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> str:
         return await self._store.prepare_regenerate(
             conversation_id=conversation_id, user_id=user_id
         )
 
-    async def delete(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    async def delete(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         await self._store.delete(conversation_id=conversation_id, user_id=user_id)
 
     async def passivate_idle(self) -> int:

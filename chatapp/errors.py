@@ -15,7 +15,9 @@
         ├── ProviderAuth
         └── ContextWindowExceeded   prompt too long for the model (400)
 
-The core raises these; only the ingress maps them to HTTP status codes.
+The core raises these; only the ingress maps them to HTTP status codes. An error that
+crosses a process boundary as data (a stream that failed after its first token) is
+rebuilt into its own class from its code by `from_code`, the one place that does it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class ChatAppError(Exception):
     """Base of every error ChatApp raises on purpose."""
 
     code = "internal_error"
+    retry_after: float | None = None  # seconds to wait before retrying, where that applies
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -104,3 +107,19 @@ class ProviderAuth(ProviderError):
 
 class ContextWindowExceeded(ProviderError):
     code = "context_window_exceeded"
+
+
+def _subclasses(cls: type[ChatAppError]) -> list[type[ChatAppError]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _subclasses(sub))]
+
+
+def from_code(code: str, message: str, *, retry_after: float | None = None) -> ChatAppError:
+    """The error of class `code` (e.g. ``provider_timeout`` -> `ProviderTimeout`), with its
+    retry hint where the class has one; an unknown code is a plain `ChatAppError`."""
+    by_code: dict[str, type[ChatAppError]] = {}
+    for cls in _subclasses(ChatAppError):
+        by_code.setdefault(cls.code, cls)  # a base class before its subclasses
+    err = _rebuild(by_code.get(code, ChatAppError), {"message": message})
+    if retry_after is not None:
+        err.retry_after = retry_after
+    return err

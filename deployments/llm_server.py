@@ -17,6 +17,7 @@ from chatapp.errors import InvalidRequest
 from chatapp.llm.base import ChatMessage, Chunk, SamplingParams
 from chatapp.llm.coalesce import coalesce
 from chatapp.llm.engines import build_chat_engine
+from deployments.handles import StreamError, to_wire
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,13 @@ class SelfHostedLLM:
         self._window_s = serve_settings.coalesce_window_ms / 1000
         self._max_chars = serve_settings.coalesce_max_chars
 
-    async def info(self) -> dict[str, object]:
-        return {"model": self._engine.model_name, "context_window": self._engine.context_window}
-
     async def stream(
+        self, messages: list[ChatMessage], params: SamplingParams
+    ) -> AsyncIterator[Chunk | StreamError]:
+        async for chunk in to_wire(self._generate(messages, params)):
+            yield chunk
+
+    async def _generate(
         self, messages: list[ChatMessage], params: SamplingParams
     ) -> AsyncIterator[Chunk]:
         if params.max_tokens >= self._engine.context_window:

@@ -11,24 +11,14 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from chatapp.cache.responses import build_response_cache
+from chatapp.cache.responses import CacheMode, build_response_cache
 from chatapp.config import Settings
-from chatapp.errors import ChatAppError, ProviderError, ServiceUnavailable
-from chatapp.llm.base import (
-    ChatMessage,
-    ChatProvider,
-    Chunk,
-    Finish,
-    SamplingParams,
-    StreamError,
-    TextDelta,
-)
+from chatapp.llm.base import ChatMessage, ChatProvider, Chunk, SamplingParams
 from chatapp.llm.catalog import SELF_HOSTED
-from chatapp.llm.coalesce import coalesce
 from chatapp.llm.registry import build_providers
-from chatapp.llm.router import CacheMode, build_router
+from chatapp.llm.router import build_router
 from chatapp.metrics import ProviderMetrics
-from deployments.ingress.errors import unwrap
+from deployments.handles import StreamError, from_wire, to_wire
 
 logger = logging.getLogger(__name__)
 
@@ -41,26 +31,14 @@ class SelfHostedProvider(ChatProvider):
     def __init__(self, handle: DeploymentHandle) -> None:
         self._handle = handle.options(stream=True)
 
-    async def stream(
+    def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams, *, model: str
-    ) -> AsyncIterator[TextDelta | Finish]:
-        gen = self._handle.stream.remote(list(messages), params)
-        try:
-            async for chunk in gen:
-                if isinstance(chunk, StreamError):
-                    raise ProviderError(chunk.message)
-                yield chunk
-        except ChatAppError:
-            raise
-        except Exception as exc:
-            cause = unwrap(exc)
-            if isinstance(cause, ChatAppError):
-                raise cause from None
-            raise ServiceUnavailable(
-                f"the self-hosted model is unavailable: {type(cause).__name__}", retry_after=2
-            ) from exc
-        finally:
-            gen.cancel()
+    ) -> AsyncIterator[Chunk]:
+        return from_wire(
+            self._handle.stream.remote(list(messages), params),
+            unavailable="the self-hosted model is unavailable",
+            retry_after=2,
+        )
 
 
 @serve.deployment(name="ChatRouter")
@@ -69,14 +47,16 @@ class ChatRouter:
         providers = build_providers(settings.providers)
         providers[SELF_HOSTED] = SelfHostedProvider(self_hosted)
         self._metrics = ProviderMetrics()
+        # Streams leave this replica through Ray: external providers' token-by-token
+        # streams and cache replays are coalesced here; the self-hosted model's deployment
+        # coalesces its own, which passes through unchanged.
         self._router = build_router(
             settings,
             providers,
             metrics=self._metrics,
             cache=build_response_cache(settings.cache, settings.redis),
+            coalesce=True,
         )
-        self._window_s = settings.serve.coalesce_window_ms / 1000
-        self._max_chars = settings.serve.coalesce_max_chars
 
     async def models(self) -> list[dict[str, Any]]:
         """The catalog: the models requests may name."""
@@ -94,10 +74,9 @@ class ChatRouter:
         *,
         user: str | None = None,
         cache: CacheMode = "auto",
-    ) -> AsyncIterator[Chunk]:
-        # External providers stream token by token: batch them before the Ray boundary.
+    ) -> AsyncIterator[Chunk | StreamError]:
         chunks = self._router.stream(messages, params, model=model, user=user, cache=cache)
-        async for chunk in coalesce(chunks, window_s=self._window_s, max_chars=self._max_chars):
+        async for chunk in to_wire(chunks):
             yield chunk
 
     async def __del__(self) -> None:

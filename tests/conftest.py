@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# The same Serve fast path `chatapp run` uses (see chatapp/cli.py).
+# The same Serve fast path `chatapp run` uses (see deployments/cli.py).
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

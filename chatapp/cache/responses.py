@@ -18,11 +18,15 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from chatapp.config import CacheSettings, RedisSettings
 from chatapp.llm.base import ChatMessage, SamplingParams
 
 logger = logging.getLogger(__name__)
+
+# How a request uses the cache: "auto" only at temperature 0, "on" always, "off" never.
+CacheMode = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,6 @@
-"""The one place that builds prompts: system prompt plus the recent turns that fit."""
+"""Fitting a prompt to a model's context window: the system message plus as many recent
+turns as fit, counted with the model's own tokenizer, with room left for the reply. The
+prompt itself is assembled by the chat service (`chatapp/chat/service.py`)."""
 
 from __future__ import annotations
 

@@ -21,11 +21,11 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatapp.chat import repository
+from chatapp.chat.ports import ReplyRecord, TurnStart
 from chatapp.chat.schemas import MessagePublic
 from chatapp.errors import Conflict, InvalidRequest
 from chatapp.llm.base import ChatMessage
@@ -60,15 +60,6 @@ class HotConversation:
 
     def busy(self) -> bool:
         return self.turn_started is not None or self.rewrite is not None
-
-
-@dataclass(frozen=True, slots=True)
-class TurnStart:
-    """What the ingress needs to run a turn: the stored user message and the history."""
-
-    user_message: MessagePublic
-    history: list[ChatMessage]
-    reply_seq: int
 
 
 class ConversationStore:
@@ -181,7 +172,7 @@ class ConversationStore:
                     raise Conflict("this conversation is being edited; reload it and send again")
                 return await self._begin_rewritten(hot, rewrite, now)
             title = content.strip().splitlines()[0][:_TITLE_CHARS] if not hot.title else None
-            message = await self._write(hot, role="user", content=content, title=title)
+            message = await self._write(hot, content, title=title)
             if title is not None:
                 hot.title = title
             hot.turn_started = now
@@ -189,39 +180,13 @@ class ConversationStore:
             return TurnStart(user_message=message, history=list(hot.recent), reply_seq=hot.next_seq)
 
     async def finish_turn(
-        self,
-        *,
-        conversation_id: uuid.UUID,
-        user_id: uuid.UUID,
-        content: str,
-        status: str,
-        finish_reason: str | None,
-        model: str | None,
-        prompt_tokens: int,
-        completion_tokens: int,
-        provider: str | None = None,
-        cost_usd: float = 0.0,
-        cached: bool = False,
-        sources: list[dict[str, Any]] | None = None,
+        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, reply: ReplyRecord
     ) -> MessagePublic:
         """Store the reply (whole, or partial and marked incomplete) and end the turn."""
         hot = await self._activate(conversation_id, user_id)
         async with hot.lock:
             try:
-                return await self._write(
-                    hot,
-                    role="assistant",
-                    content=content,
-                    status=status,
-                    finish_reason=finish_reason,
-                    model=model,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    provider=provider,
-                    cost_usd=cost_usd,
-                    cached=cached,
-                    sources=sources,
-                )
+                return await self._write(hot, reply)
             finally:
                 hot.turn_started = None
                 hot.undo = None
@@ -342,17 +307,17 @@ class ConversationStore:
             self.forget(hot.id)  # re-activated from SQL on next use
 
     async def _write(
-        self, hot: HotConversation, *, role: str, content: str, **fields: object
+        self, hot: HotConversation, message: str | ReplyRecord, *, title: str | None = None
     ) -> MessagePublic:
+        """Append the user's text or a reply, through to SQL, then to the hot history."""
         try:
             async with self._sessionmaker() as session:
                 row = await repository.append_message(
                     session=session,
                     conversation_id=hot.id,
                     seq=hot.next_seq,
-                    role=role,
-                    content=content,
-                    **fields,  # type: ignore[arg-type]
+                    message=message,
+                    title=title,
                 )
         except Exception:
             # Whatever happened (a stale copy, a deleted conversation), SQL is the truth:
@@ -360,5 +325,8 @@ class ConversationStore:
             self.forget(hot.id)
             raise
         hot.next_seq += 1
-        hot.recent.append(ChatMessage(role, content))  # type: ignore[arg-type]
+        if isinstance(message, str):
+            hot.recent.append(ChatMessage("user", message))
+        else:
+            hot.recent.append(ChatMessage("assistant", message.content))
         return MessagePublic.model_validate(row)

@@ -15,6 +15,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatapp.chat.ports import ReplyRecord
 from chatapp.chat.schemas import MessagePublic
 from chatapp.db.models import Conversation, Message, utcnow
 from chatapp.errors import Conflict, InvalidRequest, NotFound
@@ -141,46 +142,43 @@ async def list_messages(
     return list(reversed(rows[:limit])), has_more
 
 
+def _reply_columns(reply: ReplyRecord) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": reply.content,
+        "status": reply.status,
+        "finish_reason": reply.finish_reason,
+        "model": reply.model,
+        "provider": reply.provider,
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "cost_usd": reply.cost_usd,
+        "cached": reply.cached,
+        "sources": [s.model_dump(mode="json") for s in reply.sources] or None,
+    }
+
+
 async def append_message(
     *,
     session: AsyncSession,
     conversation_id: uuid.UUID,
     seq: int,
-    role: str,
-    content: str,
-    status: str = "complete",
-    finish_reason: str | None = None,
-    model: str | None = None,
-    prompt_tokens: int = 0,
-    completion_tokens: int = 0,
-    provider: str | None = None,
-    cost_usd: float = 0.0,
-    cached: bool = False,
-    sources: list[dict[str, Any]] | None = None,
+    message: str | ReplyRecord,
     title: str | None = None,
 ) -> Message:
-    """Insert message `seq` and touch the conversation, in one transaction.
+    """Insert message `seq` (the user's text, or an assistant reply) and touch the
+    conversation, in one transaction.
 
     `Conflict` when `seq` is taken (a stale writer) or the conversation is gone.
     """
     now = utcnow()
-    message = Message(
-        conversation_id=conversation_id,
-        created_at=now,
-        seq=seq,
-        role=role,
-        content=content,
-        status=status,
-        finish_reason=finish_reason,
-        model=model,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        provider=provider,
-        cost_usd=cost_usd,
-        cached=cached,
-        sources=sources or None,
+    columns = (
+        {"role": "user", "content": message}
+        if isinstance(message, str)
+        else _reply_columns(message)
     )
-    session.add(message)
+    row = Message(conversation_id=conversation_id, created_at=now, seq=seq, **columns)
+    session.add(row)
     # updated_at is always the time of the newest message (or of creation).
     values: dict[str, object] = {"updated_at": now}
     if title is not None:
@@ -202,7 +200,7 @@ async def append_message(
     except NotFound:
         await session.rollback()
         raise
-    return message
+    return row
 
 
 async def delete_last_message(
@@ -272,7 +270,7 @@ async def replace_messages(
     )
     # append_message flushes and commits in the same transaction: both or neither.
     message = await append_message(
-        session=session, conversation_id=conversation_id, seq=from_seq, role="user", content=content
+        session=session, conversation_id=conversation_id, seq=from_seq, message=content
     )
     return message, removed
 

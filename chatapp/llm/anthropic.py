@@ -114,8 +114,9 @@ class AnthropicProvider(ChatProvider):
             "max_tokens": params.max_tokens,
             "stream": True,
         }
-        # The Messages API of this SDK generation has no sampling knobs (temperature,
-        # top_p): current Claude models choose their own; they are not sent.
+        # Not sent: temperature and top_p. API version 2026-10-21 (which this SDK
+        # generation, anthropic>=2, sends) answers 400 to any of temperature, top_p and
+        # top_k, even at their defaults, and the SDK no longer takes them.
         if system:
             kwargs["system"] = system
         if params.stop:

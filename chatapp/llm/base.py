@@ -1,7 +1,13 @@
-"""The one engine interface every self-hosted model implements.
+"""The two model interfaces and the chunks they stream.
 
-An engine turns a list of chat messages into a stream of typed chunks: zero or more
-`TextDelta`, then exactly one `Finish` carrying usage and the finish reason. The whole
+- `ChatEngine`: a self-hosted model (llama.cpp, vLLM, simulated) inside ChatApp; it
+  counts tokens with its own tokenizer and expects a prompt already fitted to its window.
+- `ChatProvider`: where answers come from, as the router sees it: an external API or the
+  self-hosted model behind its deployment.
+
+Both turn a list of chat messages into a stream of typed chunks: zero or more
+`TextDelta`, then exactly one `Finish` carrying usage and the finish reason; a failure,
+before or after the first chunk, is raised as a `chatapp.errors.ChatAppError`. The whole
 answer, when a caller wants it, is collected from that stream (`collect`).
 """
 
@@ -9,7 +15,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -52,27 +58,15 @@ class Finish:
     fallback_from: str | None = None  # the model that failed before this one answered
 
 
+Chunk = TextDelta | Finish
+
+
 @dataclass(frozen=True, slots=True)
-class StreamError:
-    """Ends a stream that failed after text was already sent (no Finish follows)."""
-
-    code: str
-    message: str
-
-
-Chunk = TextDelta | Finish | StreamError
-
-
-@dataclass(slots=True)
 class Completion:
     """A whole answer collected from a stream."""
 
     text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    model: str = ""
-    parts: list[str] = field(default_factory=list)
+    finish: Finish
 
 
 class ChatEngine(abc.ABC):
@@ -99,24 +93,14 @@ class ChatEngine(abc.ABC):
 
 
 async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
-    """Collect a stream into one `Completion`; a `StreamError` is raised as ProviderError."""
+    """Collect a stream into one `Completion` (the stream's own errors propagate)."""
     from chatapp.errors import ProviderError
 
     parts: list[str] = []
     async for chunk in chunks:
-        if isinstance(chunk, TextDelta):
-            parts.append(chunk.text)
-        elif isinstance(chunk, Finish):
-            return Completion(
-                text="".join(parts),
-                finish_reason=chunk.finish_reason,
-                prompt_tokens=chunk.prompt_tokens,
-                completion_tokens=chunk.completion_tokens,
-                model=chunk.model,
-                parts=parts,
-            )
-        else:
-            raise ProviderError(chunk.message)
+        if isinstance(chunk, Finish):
+            return Completion(text="".join(parts), finish=chunk)
+        parts.append(chunk.text)
     raise ProviderError("the model stream ended without a finish event")
 
 

@@ -3,8 +3,8 @@
 For each request: the response cache; then the model chain (`auto`: primary, fallbacks,
 the self-hosted model last), each model behind its provider's circuit breaker and the
 retry policy. Before the first token a failure passes the request on to the next model;
-after it, the stream ends with a `StreamError` (the ingress stores the partial answer
-marked incomplete). A prompt too long for a model goes to one with a larger window, or is
+after it, the error is raised from the stream (the chat service stores the partial
+answer marked incomplete). A prompt too long for a model goes to one with a larger window, or is
 trimmed to the largest window in the chain: never a server error.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from chatapp.cache.responses import CachedAnswer, ResponseCache, cache_key
+from chatapp.cache.responses import CachedAnswer, CacheMode, ResponseCache, cache_key
 from chatapp.chat.context import fit_messages
 from chatapp.config import ModelEntry, Settings
 from chatapp.errors import (
@@ -37,16 +37,15 @@ from chatapp.llm.base import (
     Chunk,
     Finish,
     SamplingParams,
-    StreamError,
     TextDelta,
 )
 from chatapp.llm.catalog import AUTO, SELF_HOSTED, Catalog, cost_usd
+from chatapp.llm.coalesce import coalesce
 from chatapp.llm.resilience import BreakerOpen, Breakers, RetryPolicy
 from chatapp.metrics import ProviderMetrics
 
 logger = logging.getLogger(__name__)
 
-CacheMode = Literal["auto", "on", "off"]
 _Stream = AsyncIterator[TextDelta | Finish]
 _PIECES = re.compile(r"\S+\s*|\s+")
 
@@ -61,6 +60,14 @@ def estimate_tokens(messages: Sequence[ChatMessage]) -> int:
 class Timeouts:
     first_token_s: float
     total_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Coalescing:
+    """Batch text deltas this long (or up to this many characters) before sending them on."""
+
+    window_s: float
+    max_chars: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +91,7 @@ class ProviderRouter:
         cache_scope: Literal["user", "shared"] = "user",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        coalescing: Coalescing | None = None,
     ) -> None:
         missing = {e.provider for e in catalog.entries.values()} - set(providers)
         if missing:
@@ -98,6 +106,7 @@ class ProviderRouter:
         self._cache_scope = cache_scope
         self._sleep = sleep
         self._clock = clock
+        self._coalescing = coalescing
 
     def models(self) -> list[dict[str, object]]:
         return self._catalog.public()
@@ -134,7 +143,7 @@ class ProviderRouter:
             hit = await self._cache.get(key)
             self._metrics.cache.labels("hit" if hit else "miss").inc()
             if hit is not None:
-                async for chunk in _replay(hit):
+                async for chunk in self._coalesced(_replay(hit)):
                     yield chunk
                 return
 
@@ -166,6 +175,15 @@ class ProviderRouter:
                 yield chunk
             return
         raise _final_error(errors)
+
+    def _coalesced(self, chunks: _Stream) -> _Stream:
+        """Token-by-token streams (external providers, cache replays) are batched before
+        they cross a process boundary, when the router runs behind one."""
+        if self._coalescing is None:
+            return chunks
+        return coalesce(
+            chunks, window_s=self._coalescing.window_s, max_chars=self._coalescing.max_chars
+        )
 
     # -- steps -----------------------------------------------------------------------
 
@@ -242,6 +260,8 @@ class ProviderRouter:
         self, provider: ChatProvider, step: _Step, params: SamplingParams
     ) -> tuple[_Stream, TextDelta | Finish]:
         agen = provider.stream(step.messages, params, model=step.entry.provider_model)
+        if step.entry.provider != SELF_HOSTED:  # its deployment coalesces its own stream
+            agen = self._coalesced(agen)
         timeout = self._timeouts.first_token_s
         try:
             first = await asyncio.wait_for(anext(agen), timeout)
@@ -309,7 +329,7 @@ class ProviderRouter:
             self._metrics.requests.labels(*labels, "error").inc()
             self._metrics.errors.labels(*labels, exc.code).inc()
             logger.warning("%s failed after the first token: %s", entry.name, exc)
-            yield StreamError(exc.code, exc.message)
+            raise
         finally:
             await _close(agen)
 
@@ -332,7 +352,7 @@ def _answer(parts: list[str], finish: Finish) -> CachedAnswer:
     )
 
 
-async def _replay(hit: CachedAnswer) -> AsyncIterator[Chunk]:
+async def _replay(hit: CachedAnswer) -> _Stream:
     """A cached answer streams like a fresh one (word by word), marked cached, free."""
     for piece in _PIECES.findall(hit.text):
         yield TextDelta(piece)
@@ -372,8 +392,10 @@ def build_router(
     metrics: ProviderMetrics | None = None,
     cache: ResponseCache | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    coalesce: bool = False,
 ) -> ProviderRouter:
-    """The router for `settings` over built `providers` (the self-hosted one included)."""
+    """The router for `settings` over built `providers` (the self-hosted one included);
+    `coalesce` when its streams cross a process boundary (`SERVE_COALESCE_*`)."""
     p = settings.providers
     metrics = metrics or ProviderMetrics()
     return ProviderRouter(
@@ -394,4 +416,10 @@ def build_router(
         cache=cache,
         cache_scope=settings.cache.scope,
         sleep=sleep,
+        coalescing=Coalescing(
+            window_s=settings.serve.coalesce_window_ms / 1000,
+            max_chars=settings.serve.coalesce_max_chars,
+        )
+        if coalesce
+        else None,
     )

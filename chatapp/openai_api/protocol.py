@@ -51,12 +51,6 @@ class ChatCompletionRequest(_Wire):
     n: int = Field(1, ge=1, le=1, description="Only one choice is supported.")
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chatapp.config import Settings
+from chatapp.db.engine import make_engine, make_sessionmaker
 from chatapp.errors import RateLimited
 from chatapp.usage.repository import billable_tokens, month_start, next_month_start
 from chatapp.usage.schemas import BudgetPublic
@@ -78,3 +80,15 @@ class TokenBudget:
                 "USAGE_MONTHLY_TOKEN_BUDGET if you need more.",
                 retry_after=(resets - datetime.now(UTC)).total_seconds(),
             )
+
+
+def build_budget(settings: Settings) -> TokenBudget | None:
+    """The monthly token budget, when one is configured (its own small SQL pool)."""
+    if settings.usage.monthly_token_budget is None:
+        return None
+    db = settings.database.model_copy(update={"pool_size": 2})
+    return TokenBudget(
+        monthly_tokens=settings.usage.monthly_token_budget,
+        sessionmaker=make_sessionmaker(make_engine(db)),
+        refresh_s=settings.usage.budget_refresh_s,
+    )

@@ -13,9 +13,12 @@ from ray.serve.handle import DeploymentHandle
 from actors.client import ShardClient
 from chatapp.auth.oidc import OidcClient
 from chatapp.auth.service import TokenSigner
+from chatapp.chat.service import ChatService
 from chatapp.config import Settings
 from chatapp.db.engine import make_engine, make_sessionmaker
 from chatapp.ratelimit import RateLimiter
+from chatapp.usage.budget import build_budget
+from deployments.handles import RetrievalHandle, RouterHandle
 from deployments.ingress.deps import IngressState
 from deployments.ingress.errors import install_error_handlers
 from deployments.ingress.limits import BodySizeLimit
@@ -28,7 +31,6 @@ from deployments.ingress.routes import (
     openai,
     usage,
 )
-from deployments.ingress.turns import ChatTurns
 from deployments.ingress.web import mount_web
 
 logger = logging.getLogger(__name__)
@@ -69,23 +71,30 @@ def create_api(state: IngressState) -> FastAPI:
     return api
 
 
-def build_state(settings: Settings, router: Any, retrieval: Any = None) -> IngressState:
-    """The replica's state: database, shards, token signer, rate limiter, OIDC clients."""
+def build_state(
+    settings: Settings, router: DeploymentHandle, retrieval: DeploymentHandle | None = None
+) -> IngressState:
+    """The replica's state: database, the chat service over its Ray adapters, token
+    signer, rate limiter, OIDC clients."""
     sessionmaker = make_sessionmaker(make_engine(settings.database))
     shards = ShardClient(settings)
+    router_handle = RouterHandle(router)
+    retrieval_handle = RetrievalHandle(retrieval) if retrieval is not None else None
     public_url = settings.auth.public_url.rstrip("/")
     limiter = RateLimiter(redis_url=settings.redis.url, key_prefix=settings.redis.key_prefix)
     return IngressState(
         settings=settings,
         sessionmaker=sessionmaker,
         shards=shards,
-        router=router,
-        turns=ChatTurns(
+        router=router_handle,
+        retrieval=retrieval_handle,
+        chat=ChatService(
             settings=settings,
             shards=shards,
-            router=router,
+            router=router_handle,
+            retriever=retrieval_handle,
+            budget=build_budget(settings),
             limiter=limiter,
-            retrieval=retrieval,
         ),
         signer=TokenSigner.from_settings(settings.auth, secret=settings.secret_key),
         limiter=limiter,

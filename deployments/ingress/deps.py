@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -16,11 +16,13 @@ from chatapp.auth import service
 from chatapp.auth.oidc import OidcClient
 from chatapp.auth.service import TokenSigner
 from chatapp.auth.tokens import API_KEY_PREFIX, InvalidToken
+from chatapp.cache.responses import CacheMode
+from chatapp.chat.service import ChatService
 from chatapp.config import Settings
 from chatapp.db.models import User
 from chatapp.errors import PermissionDenied
 from chatapp.ratelimit import RateLimiter
-from deployments.ingress.turns import ChatTurns
+from deployments.handles import RetrievalHandle, RouterHandle
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +43,9 @@ class IngressState:
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     shards: ShardClient
-    router: Any
-    turns: ChatTurns
+    router: RouterHandle
+    retrieval: RetrievalHandle | None  # None when RAG is disabled
+    chat: ChatService
     signer: TokenSigner
     limiter: RateLimiter
     oidc: dict[str, OidcClient] = field(default_factory=dict)
@@ -123,13 +126,25 @@ ChatUser = Annotated[Principal, Depends(chat_rate_limit)]
 ApiChatUser = Annotated[Principal, Depends(api_chat_rate_limit)]
 
 
-CacheHeader = Annotated[
-    str | None,
-    Header(
-        alias="X-ChatApp-Cache",
-        description="`no` skips the response cache; `yes` uses it at any temperature.",
-    ),
-]
+def cache_mode(
+    x_chatapp_cache: Annotated[
+        str | None,
+        Header(
+            alias="X-ChatApp-Cache",
+            description="`no` skips the response cache; `yes` uses it at any temperature; "
+            "absent: answers are cached at temperature 0 only.",
+        ),
+    ] = None,
+) -> CacheMode:
+    value = (x_chatapp_cache or "").strip().lower()
+    if value in ("no", "off", "false", "0", "no-store", "bypass"):
+        return "off"
+    if value in ("yes", "on", "true", "1"):
+        return "on"
+    return "auto"
+
+
+CacheModeDep = Annotated[CacheMode, Depends(cache_mode)]
 
 
 def client_ip(request: Request) -> str:

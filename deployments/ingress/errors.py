@@ -13,6 +13,7 @@ from ray.exceptions import RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatapp import errors
+from deployments.handles import unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +30,6 @@ _STATUS: list[tuple[type[errors.ChatAppError], int]] = [
     (errors.ProviderTimeout, 504),
     (errors.ProviderError, 502),
 ]
-
-
-def unwrap(exc: BaseException) -> BaseException:
-    """The original error behind a Ray task failure."""
-    while isinstance(exc, RayTaskError):
-        cause = exc.cause
-        if cause is None or cause is exc:
-            break
-        exc = cause
-    return exc
 
 
 def status_of(exc: errors.ChatAppError) -> int:

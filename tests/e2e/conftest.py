@@ -143,6 +143,7 @@ def api(chat_app: str, account: Account | None) -> Iterator[httpx.Client]:
 def store_messages(pg_url: str, conversation_id: str, messages: list[tuple[str, str]]) -> None:
     """Write messages straight into SQL (a conversation never used by a shard)."""
     from chatapp.chat import repository
+    from chatapp.chat.ports import ReplyRecord
     from chatapp.config import DatabaseSettings
     from chatapp.db.engine import make_engine, make_sessionmaker
 
@@ -155,12 +156,16 @@ def store_messages(pg_url: str, conversation_id: str, messages: list[tuple[str, 
                         session=session,
                         conversation_id=uuid.UUID(conversation_id),
                         seq=seq,
-                        role=role,
-                        content=content,
-                        finish_reason="stop" if role == "assistant" else None,
-                        model="smollm2-135m-instruct" if role == "assistant" else None,
-                        prompt_tokens=42 if role == "assistant" else 0,
-                        completion_tokens=57 if role == "assistant" else 0,
+                        message=content
+                        if role == "user"
+                        else ReplyRecord(
+                            content=content,
+                            status="complete",
+                            finish_reason="stop",
+                            model="smollm2-135m-instruct",
+                            prompt_tokens=42,
+                            completion_tokens=57,
+                        ),
                     )
         finally:
             await engine.dispose()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from chatapp.chat import repository
+from chatapp.chat.ports import ReplyRecord
 from chatapp.errors import Conflict, InvalidRequest
 from tests.fakes.users import create_user
 from tests.integration.test_hot_store import setup, store, turn
@@ -72,12 +73,14 @@ async def test_edit_replaces_history_from_a_user_message(sessionmaker: Any) -> N
     await s.finish_turn(
         conversation_id=conv_id,
         user_id=user_id,
-        content="re: TWO",
-        status="complete",
-        finish_reason="stop",
-        model="m",
-        prompt_tokens=1,
-        completion_tokens=1,
+        reply=ReplyRecord(
+            content="re: TWO",
+            status="complete",
+            finish_reason="stop",
+            model="m",
+            prompt_tokens=1,
+            completion_tokens=1,
+        ),
     )
     assert await contents(sessionmaker, conv_id) == [
         (0, "user", "one"),

@@ -9,6 +9,7 @@ import pytest
 
 from chatapp.chat import repository
 from chatapp.chat.hot import ConversationStore
+from chatapp.chat.ports import ReplyRecord
 from chatapp.errors import Conflict, NotFound
 from tests.fakes.users import create_user
 
@@ -43,12 +44,14 @@ async def turn(s: ConversationStore, user_id: uuid.UUID, conv_id: uuid.UUID, tex
     await s.finish_turn(
         conversation_id=conv_id,
         user_id=user_id,
-        content=f"re: {text}",
-        status="complete",
-        finish_reason="stop",
-        model="m",
-        prompt_tokens=1,
-        completion_tokens=1,
+        reply=ReplyRecord(
+            content=f"re: {text}",
+            status="complete",
+            finish_reason="stop",
+            model="m",
+            prompt_tokens=1,
+            completion_tokens=1,
+        ),
     )
     return start
 

@@ -37,7 +37,7 @@ async def test_streams_tokens_then_finish_with_usage(engine: LlamaCppEngine) -> 
 async def test_length_limit_is_reported(engine: LlamaCppEngine) -> None:
     long_ask = [ChatMessage("user", "Write a long story about a dragon.")]
     result = await collect(engine.stream(long_ask, SamplingParams(max_tokens=5, temperature=0)))
-    assert result.finish_reason == "length" and result.completion_tokens == 5
+    assert result.finish.finish_reason == "length" and result.finish.completion_tokens == 5
 
 
 async def test_token_count_uses_the_chat_template(engine: LlamaCppEngine) -> None:
@@ -59,7 +59,7 @@ async def test_generation_does_not_block_the_event_loop(engine: LlamaCppEngine) 
     task = asyncio.create_task(ticker())
     result = await collect(engine.stream(QUESTION, SamplingParams(max_tokens=24, temperature=0)))
     task.cancel()
-    assert result.completion_tokens > 0
+    assert result.finish.completion_tokens > 0
     assert ticks >= 5
 
 
@@ -72,4 +72,4 @@ async def test_a_stopped_stream_frees_the_engine(engine: LlamaCppEngine) -> None
     result = await asyncio.wait_for(
         collect(engine.stream(QUESTION, SamplingParams(max_tokens=4))), timeout=30
     )
-    assert result.completion_tokens <= 4
+    assert result.finish.completion_tokens <= 4

@@ -5,6 +5,7 @@ the Redis response cache, usage and cost per user, the monthly budget and /metri
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -60,6 +61,7 @@ def apps(chat_app: str, app_overrides: dict[str, Any], fake_openai: FakeOpenAI) 
         "retry_attempts": 2,
         "retry_initial_s": 0.05,
         "first_token_timeout_s": 20,
+        "total_timeout_s": 5,  # a whole answer: the mid-answer timeout test runs into it
         "breaker_threshold": 1000,
     }
     deployed = {
@@ -157,6 +159,46 @@ def test_a_provider_failing_mid_answer_leaves_the_partial_reply_incomplete(
         stored = client.get(f"/api/conversations/{conv}").json()["messages"]
     assert stored[-1]["status"] == "incomplete" and stored[-1]["content"] == text
     assert len(provider.requests) == 1  # no fallback once the answer had started
+
+
+def test_a_provider_timeout_mid_answer_is_the_same_error_on_api_and_v1(
+    routed: str, headers: dict[str, str], provider: FakeOpenAI
+) -> None:
+    """The router gives up on an answer that outlives `total_timeout_s` after its first
+    tokens: a 504 `provider_timeout` on every surface (it was 502 on /api, 500 on /v1)."""
+    slow = Reply(" ".join(f"w{i}" for i in range(40)), token_delay_s=0.5)
+    with httpx.Client(base_url=routed, headers=headers, timeout=60) as client:
+        conv = client.post("/api/conversations", json={}).json()["id"]
+        url = f"/api/conversations/{conv}/messages"
+
+        provider.enqueue(slow)
+        with client.stream("POST", url, json={"content": "count slowly"}) as response:
+            assert response.status_code == 200
+            events = list(iter_events(response))
+        assert any(e.event == "token" for e in events)
+        assert events[-1].event == "error"
+        assert events[-1].json()["error"]["code"] == "provider_timeout"
+        assert events[-1].json()["status"] == "incomplete"
+
+        provider.enqueue(slow)
+        reply = client.post(url, json={"content": "count slowly", "stream": False})
+        assert reply.status_code == 504, reply.text
+        assert reply.json()["error"]["code"] == "provider_timeout"
+        assert reply.json()["message"]["status"] == "incomplete"
+
+        body = {"model": "gpt-fake", "messages": [{"role": "user", "content": "count slowly"}]}
+        provider.enqueue(slow)
+        with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+            assert r.status_code == 200
+            frames = [e.data for e in iter_events(r)]
+        assert frames[-1] == "[DONE]"
+        assert json.loads(frames[-2])["error"]["code"] == "provider_timeout"
+        assert any("w0" in frame for frame in frames)
+
+        provider.enqueue(slow)
+        reply = client.post("/v1/chat/completions", json=body)
+        assert reply.status_code == 504, reply.text
+        assert reply.json()["error"]["code"] == "provider_timeout"
 
 
 def test_a_repeated_greedy_request_is_served_from_the_cache(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from chatapp.chat import repository
+from chatapp.chat.ports import ReplyRecord
 from chatapp.errors import Conflict, InvalidRequest, NotFound
 from tests.fakes.users import create_user
 
@@ -27,8 +28,9 @@ async def test_messages_are_kept_in_order_and_paged(sessionmaker: Any) -> None:
                 session=session,
                 conversation_id=conv.id,
                 seq=seq,
-                role="user" if seq % 2 == 0 else "assistant",
-                content=f"m{seq}",
+                message=f"m{seq}"
+                if seq % 2 == 0
+                else ReplyRecord(content=f"m{seq}", status="complete", finish_reason="stop"),
             )
     async with sessionmaker() as session:
         newest, more = await repository.list_messages(
@@ -50,12 +52,12 @@ async def test_a_stale_writer_gets_a_conflict_and_history_is_unchanged(sessionma
     async with sessionmaker() as session:
         conv = await repository.create_conversation(session=session, user_id=user_id)
         await repository.append_message(
-            session=session, conversation_id=conv.id, seq=0, role="user", content="original"
+            session=session, conversation_id=conv.id, seq=0, message="original"
         )
     async with sessionmaker() as session:
         with pytest.raises(Conflict, match="already written"):
             await repository.append_message(
-                session=session, conversation_id=conv.id, seq=0, role="user", content="overwrite"
+                session=session, conversation_id=conv.id, seq=0, message="overwrite"
             )
     async with sessionmaker() as session:
         rows, _ = await repository.list_messages(session=session, conversation_id=conv.id, limit=10)
@@ -75,7 +77,7 @@ async def test_conversations_list_newest_first_by_cursor(sessionmaker: Any) -> N
         await repository.create_conversation(session=session, user_id=other, title="not mine")
         # activity moves a conversation to the top
         await repository.append_message(
-            session=session, conversation_id=ids[1], seq=0, role="user", content="bump"
+            session=session, conversation_id=ids[1], seq=0, message="bump"
         )
     async with sessionmaker() as session:
         seen, cursor = [], None
@@ -101,7 +103,7 @@ async def test_other_users_conversation_is_not_found_and_delete_removes_messages
     async with sessionmaker() as session:
         conv = await repository.create_conversation(session=session, user_id=owner)
         await repository.append_message(
-            session=session, conversation_id=conv.id, seq=0, role="user", content="secret"
+            session=session, conversation_id=conv.id, seq=0, message="secret"
         )
     async with sessionmaker() as session:
         with pytest.raises(NotFound):

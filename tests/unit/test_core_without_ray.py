@@ -18,3 +18,20 @@ def test_chatapp_imports_without_ray() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_no_module_of_the_core_reaches_for_the_ray_side() -> None:
+    """Not even lazily, inside a function: the Ray adapters depend on the core, never the
+    other way round (the CLI lives in deployments/)."""
+    import re
+    from pathlib import Path
+
+    import chatapp
+
+    pattern = re.compile(r"^\s*(import|from)\s+(ray|deployments|actors|pipelines)\b", re.M)
+    offenders = [
+        f"{path.relative_to(Path(chatapp.__file__).parent.parent)}: {match.group(0).strip()}"
+        for path in Path(chatapp.__file__).parent.rglob("*.py")
+        for match in pattern.finditer(path.read_text())
+    ]
+    assert offenders == []

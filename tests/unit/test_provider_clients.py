@@ -99,6 +99,26 @@ async def test_streams_the_answer_with_usage(
     assert sent.body["max_tokens"] == 32
 
 
+async def test_sampling_parameters_reach_the_vendor_that_takes_them(
+    openai_server: FakeOpenAI, anthropic_server: FakeAnthropic
+) -> None:
+    """OpenAI gets temperature, top_p and stop; Anthropic gets the stop sequences and no
+    sampling knobs: its API version 2026-10-21 answers 400 to any of them."""
+    params = SamplingParams(max_tokens=16, temperature=0.3, top_p=0.9, stop=("END",))
+    for server, factory in ((openai_server, OpenAIProvider), (anthropic_server, AnthropicProvider)):
+        server.reset()
+        provider = factory.create(
+            name="vendor", api_key="sk-test", base_url=server.base_url, timeout=TIMEOUT
+        )
+        async for _ in provider.stream(MESSAGES, params, model="vendor-model"):
+            pass
+    sent = openai_server.requests[-1].body
+    assert sent["temperature"] == 0.3 and sent["top_p"] == 0.9 and sent["stop"] == ["END"]
+    sent = anthropic_server.requests[-1].body
+    assert sent["stop_sequences"] == ["END"]
+    assert not {"temperature", "top_p", "top_k"} & set(sent)
+
+
 async def test_anthropic_gets_the_system_prompt_apart(
     anthropic_server: FakeAnthropic,
 ) -> None:

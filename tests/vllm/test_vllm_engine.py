@@ -54,12 +54,13 @@ async def test_streams_deltas_then_one_finish_with_usage(vllm_engine: VLLMEngine
 
 async def test_greedy_answer_is_stopped_by_the_model(vllm_engine: VLLMEngine) -> None:
     params = SamplingParams(max_tokens=64, temperature=0)
-    result = await collect(vllm_engine.stream(QUESTION, params))
-    assert result.finish_reason == "stop"
-    assert "4" in result.text
-    assert len(result.parts) < result.completion_tokens <= 64  # the stop token counts
+    *deltas, finish = [c async for c in vllm_engine.stream(QUESTION, params)]
+    text = "".join(d.text for d in deltas if isinstance(d, TextDelta))
+    assert isinstance(finish, Finish) and finish.finish_reason == "stop"
+    assert "4" in text
+    assert len(deltas) < finish.completion_tokens <= 64  # the stop token counts
     again = await collect(vllm_engine.stream(QUESTION, params))
-    assert again.text == result.text  # greedy decoding is deterministic
+    assert again.text == text  # greedy decoding is deterministic
 
 
 async def test_closed_stream_aborts_its_request_and_the_engine_serves_on(
@@ -79,7 +80,7 @@ async def test_closed_stream_aborts_its_request_and_the_engine_serves_on(
     assert await _drained(vllm_engine)
 
     result = await collect(vllm_engine.stream(QUESTION, GREEDY_16))
-    assert result.finish_reason in ("stop", "length") and result.text
+    assert result.finish.finish_reason in ("stop", "length") and result.text
 
 
 async def test_cancelled_consumer_aborts_its_request(vllm_engine: VLLMEngine) -> None:
@@ -95,7 +96,7 @@ async def test_cancelled_consumer_aborts_its_request(vllm_engine: VLLMEngine) ->
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await _drained(vllm_engine, seconds=2.0)
-    assert (await collect(vllm_engine.stream(QUESTION, GREEDY_16))).completion_tokens > 0
+    assert (await collect(vllm_engine.stream(QUESTION, GREEDY_16))).finish.completion_tokens > 0
 
 
 async def test_concurrent_streams_are_batched(vllm_engine: VLLMEngine) -> None:
@@ -103,7 +104,7 @@ async def test_concurrent_streams_are_batched(vllm_engine: VLLMEngine) -> None:
         *(collect(vllm_engine.stream(STORY, GREEDY_16)) for _ in range(4))
     )
     assert len({r.text for r in results}) == 1  # same greedy reply for each
-    assert all(r.completion_tokens == results[0].completion_tokens for r in results)
+    assert all(r.finish.completion_tokens == results[0].finish.completion_tokens for r in results)
 
 
 async def test_count_tokens_uses_the_chat_template(vllm_engine: VLLMEngine) -> None:
@@ -141,9 +142,9 @@ async def test_max_tokens_is_clamped_to_the_window(vllm_engine: VLLMEngine) -> N
     params = SamplingParams(max_tokens=1000, temperature=0)
     result = await collect(vllm_engine.stream(almost_full, params))
     # a reply that runs into the window ends as "length" instead of failing the request
-    assert result.completion_tokens <= room
-    if result.finish_reason == "length":
-        assert result.completion_tokens == room
+    assert result.finish.completion_tokens <= room
+    if result.finish.finish_reason == "length":
+        assert result.finish.completion_tokens == room
 
 
 async def test_unstarted_engine_and_missing_model_are_reported(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -23,28 +23,18 @@ from chatapp.chat.schemas import (
     MessageCreate,
     MessagePublic,
     RegenerateRequest,
-    TurnOptions,
     TurnResult,
 )
-from chatapp.errors import InvalidRequest
+from chatapp.chat.service import TurnDone, TurnEvent, TurnFailed, TurnStarted
 from chatapp.llm.base import TextDelta
 from deployments.ingress.deps import (
-    CacheHeader,
+    CacheModeDep,
     ChatUser,
     CurrentUser,
-    IngressState,
     SessionDep,
     StateDep,
 )
 from deployments.ingress.errors import error_body
-from deployments.ingress.turns import (
-    TurnDone,
-    TurnEvent,
-    TurnFailed,
-    TurnStarted,
-    cache_mode,
-    sampling_params,
-)
 
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 
@@ -117,7 +107,7 @@ async def rename_conversation(
 async def delete_conversation(
     conversation_id: uuid.UUID, user: CurrentUser, state: StateDep
 ) -> Response:
-    await state.shards.call(conversation_id, "delete", user.id)
+    await state.chat.delete_conversation(user_id=user.id, conversation_id=conversation_id)
     return Response(status_code=204)
 
 
@@ -176,18 +166,12 @@ async def post_message(
     body: MessageCreate,
     user: ChatUser,
     state: StateDep,
-    x_chatapp_cache: CacheHeader = None,
+    cache: CacheModeDep,
 ) -> Response:
-    if len(body.content) > state.settings.chat.max_message_chars:
-        raise InvalidRequest(
-            f"content: the message is longer than {state.settings.chat.max_message_chars} "
-            "characters"
-        )
-    if body.replace_from_seq is not None:
-        await state.shards.call(
-            conversation_id, "prepare_rewrite", user.id, body.replace_from_seq, body.content
-        )
-    return await _answer(state, user.id, conversation_id, body.content, body, x_chatapp_cache)
+    events = await state.chat.post_message(
+        user_id=user.id, conversation_id=conversation_id, body=body, cache=cache
+    )
+    return await _respond(events, stream=body.stream)
 
 
 @router.post(
@@ -198,49 +182,30 @@ async def regenerate(
     conversation_id: uuid.UUID,
     user: ChatUser,
     state: StateDep,
+    cache: CacheModeDep,
     body: RegenerateRequest | None = None,
-    x_chatapp_cache: CacheHeader = None,
 ) -> Response:
     """Answer the last user message again, replacing its reply."""
-    content = await state.shards.call(conversation_id, "prepare_regenerate", user.id)
-    return await _answer(
-        state, user.id, conversation_id, content, body or RegenerateRequest(), x_chatapp_cache
+    options = body or RegenerateRequest()
+    events = await state.chat.regenerate(
+        user_id=user.id, conversation_id=conversation_id, options=options, cache=cache
     )
+    return await _respond(events, stream=options.stream)
 
 
-async def _answer(
-    state: IngressState,
-    user_id: uuid.UUID,
-    conversation_id: uuid.UUID,
-    content: str,
-    body: TurnOptions,
-    cache_header: str | None,
-) -> Response:
-    params = sampling_params(
-        state.settings, max_tokens=body.max_tokens, temperature=body.temperature
-    )
-    events = state.turns.run(
-        user_id=user_id,
-        conversation_id=conversation_id,
-        content=content,
-        params=params,
-        model=body.model,
-        cache=cache_mode(cache_header),
-        knowledge_base=body.knowledge_base_id,
-        rag=body.rag,
-    )
+async def _respond(events: AsyncGenerator[TurnEvent, None], *, stream: bool) -> Response:
     # Pull until the first token, so errors before it are ordinary HTTP errors.
     head: list[TurnEvent] = []
     async for event in events:
         head.append(event)
         if not isinstance(event, TurnStarted):
             break
-    if not body.stream:
+    if not stream:
         async for event in events:
             head.append(event)
         return _json_result(head)
 
-    async def stream() -> AsyncIterator[ServerSentEvent]:
+    async def sse() -> AsyncIterator[ServerSentEvent]:
         try:
             for event in head:
                 yield _sse(event)
@@ -252,7 +217,7 @@ async def _answer(
             # stored at once.
             await events.aclose()
 
-    return EventSourceResponse(stream(), ping=15)
+    return EventSourceResponse(sse(), ping=15)
 
 
 def _json_result(events: list[TurnEvent]) -> JSONResponse:

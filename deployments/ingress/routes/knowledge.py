@@ -5,51 +5,40 @@ The web page shows its knowledge-base picker when the list is not empty and then
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
-from chatapp.errors import ChatAppError, NotFound
+from chatapp.errors import NotFound
 from chatapp.rag.schemas import (
     KnowledgeBaseList,
     KnowledgeBasePublic,
     SearchRequest,
     SearchResult,
 )
+from deployments.handles import RetrievalHandle
 from deployments.ingress.deps import CurrentUser, IngressState, StateDep
-from deployments.ingress.errors import unwrap
 
 router = APIRouter(prefix="/api/knowledge-bases", tags=["knowledge bases"])
 
 
-async def _call(state: IngressState, method: str, *args: Any, **kwargs: Any) -> Any:
-    retrieval = state.turns.retrieval
-    if retrieval is None:
+def _retriever(state: IngressState) -> RetrievalHandle:
+    if state.retrieval is None:
         raise NotFound("knowledge bases are disabled on this server (RAG_ENABLED=false)")
-    try:
-        return await getattr(retrieval, method).remote(*args, **kwargs)
-    except Exception as exc:
-        cause = unwrap(exc)
-        if isinstance(cause, ChatAppError):
-            raise cause from None
-        raise
+    return state.retrieval
 
 
 @router.get("")
 async def list_knowledge_bases(state: StateDep, _user: CurrentUser) -> KnowledgeBaseList:
     """Knowledge bases with their newest served version."""
-    if state.turns.retrieval is None:
+    if state.retrieval is None:
         return KnowledgeBaseList(items=[])
-    items: list[KnowledgeBasePublic] = await _call(state, "knowledge_bases")
-    return KnowledgeBaseList(items=items)
+    return KnowledgeBaseList(items=await state.retrieval.knowledge_bases())
 
 
 @router.get("/{kb_id}")
 async def get_knowledge_base(
     kb_id: str, state: StateDep, _user: CurrentUser
 ) -> KnowledgeBasePublic:
-    items: list[KnowledgeBasePublic] = await _call(state, "knowledge_bases")
-    for kb in items:
+    for kb in await _retriever(state).knowledge_bases():
         if kb.id == kb_id:
             return kb
     raise NotFound(f"knowledge base {kb_id!r} not found")
@@ -60,12 +49,7 @@ async def search(
     kb_id: str, body: SearchRequest, state: StateDep, _user: CurrentUser
 ) -> SearchResult:
     """The best chunks for `query`, best first (what a chat turn would be grounded in)."""
-    hits = await _call(
-        state,
-        "search",
-        body.query,
-        kb_id,
-        top_k=body.top_k,
-        score_threshold=body.score_threshold,
+    hits = await _retriever(state).search(
+        body.query, kb_id, top_k=body.top_k, score_threshold=body.score_threshold
     )
     return SearchResult(items=hits)

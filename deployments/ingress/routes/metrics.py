@@ -18,5 +18,4 @@ router = APIRouter(tags=["ops"])
 
 @router.get("/metrics", response_class=Response)
 async def metrics(state: StateDep) -> Response:
-    body: bytes = await state.router.metrics.remote()
-    return Response(content=body, media_type=CONTENT_TYPE_LATEST)
+    return Response(content=await state.router.metrics(), media_type=CONTENT_TYPE_LATEST)

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from chatapp.errors import ChatAppError, InvalidRequest
-from chatapp.llm.base import ChatMessage, Finish, StreamError, TextDelta
+from chatapp.errors import ChatAppError
+from chatapp.llm.base import ChatMessage, Finish, TextDelta, collect
 from chatapp.openai_api.protocol import (
     ChatCompletionRequest,
     ModelCard,
@@ -24,11 +24,9 @@ from chatapp.openai_api.protocol import (
     completion_id,
     now,
 )
-from chatapp.rag.prompt import grounded_system_prompt, public_sources
 from chatapp.rag.schemas import RagOptions
-from deployments.ingress.deps import ApiChatUser, ApiUser, CacheHeader, StateDep
+from deployments.ingress.deps import ApiChatUser, ApiUser, CacheModeDep, StateDep
 from deployments.ingress.errors import error_body
-from deployments.ingress.turns import cache_mode, sampling_params, stream_model
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -37,7 +35,7 @@ _ROLES = {"developer": "system"}
 
 @router.get("/models")
 async def list_models(state: StateDep, _user: ApiUser) -> ModelList:
-    models: list[dict[str, Any]] = await state.router.models.remote()
+    models = await state.router.models()
     return ModelList(
         data=[
             ModelCard(
@@ -65,77 +63,51 @@ def _usage(finish: Finish) -> dict[str, Any]:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest,
-    state: StateDep,
-    user: ApiChatUser,
-    x_chatapp_cache: CacheHeader = None,
+    body: ChatCompletionRequest, state: StateDep, user: ApiChatUser, cache: CacheModeDep
 ) -> Response:
-    messages = [
-        ChatMessage(_ROLES.get(m.role, m.role), m.text())  # type: ignore[arg-type]
-        for m in body.messages
-    ]
-    if not any(m.role == "user" and m.content.strip() for m in messages):
-        raise InvalidRequest("messages: at least one non-empty user message is required")
     rag = RagOptions.model_validate(body.model_extra or {})
-    grounding = await state.turns.retrieve(
-        next(m.content for m in reversed(messages) if m.role == "user"),
+    chat = state.chat
+    answer = await chat.complete(
+        user_id=user.id,
+        messages=[
+            ChatMessage(_ROLES.get(m.role, m.role), m.text())  # type: ignore[arg-type]
+            for m in body.messages
+        ],
+        params=chat.sampling_params(
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=[body.stop] if isinstance(body.stop, str) else body.stop or (),
+            seed=body.seed,
+        ),
+        model=None if body.model == "auto" else body.model,
+        cache=cache,
         knowledge_base=rag.knowledge_base_id,
         rag=rag.rag,
-        default_kb=rag.rag is not None,
     )
-    sources = [
-        s.model_dump(mode="json")
-        for s in public_sources(grounding, snippet_chars=state.settings.rag.snippet_chars)
-    ]
-    if grounding:
-        if messages[0].role == "system":
-            system = grounded_system_prompt(messages[0].content, grounding)
-            messages[0] = ChatMessage("system", system)
-        else:
-            system = grounded_system_prompt("", grounding).strip()
-            messages.insert(0, ChatMessage("system", system))
-    params = sampling_params(
-        state.settings,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=[body.stop] if isinstance(body.stop, str) else body.stop,
-        seed=body.seed,
-    )
-    model = None if body.model == "auto" else body.model
-    await state.turns.check_budget(user.id)
-    chunks = stream_model(
-        state.router, messages, params, model, user_id=user.id, cache=cache_mode(x_chatapp_cache)
-    )
-    first = await anext(chunks)  # errors before the first token are plain HTTP errors
+    sources = [s.model_dump(mode="json") for s in answer.sources]
     ident, created = completion_id(), now()
 
     if not body.stream:
-        parts: list[str] = []
-        chunk: TextDelta | Finish | StreamError = first
-        while True:
-            if isinstance(chunk, TextDelta):
-                parts.append(chunk.text)
-            elif isinstance(chunk, Finish):
-                await state.turns.record_usage(user.id, chunk)
-                break
-            else:
-                raise ChatAppError(chunk.message)
-            chunk = await anext(chunks)
+        try:
+            completion = await collect(answer.chunks)
+        finally:
+            await answer.chunks.aclose()
+        finish = completion.finish
         return JSONResponse(
             {
                 "id": ident,
                 "object": "chat.completion",
                 "created": created,
-                "model": chunk.model or body.model,
+                "model": finish.model or body.model,
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": "".join(parts)},
-                        "finish_reason": chunk.finish_reason,
+                        "message": {"role": "assistant", "content": completion.text},
+                        "finish_reason": finish.finish_reason,
                     }
                 ],
-                "usage": _usage(chunk),
+                "usage": _usage(finish),
                 **({"sources": sources} if sources else {}),
             }
         )
@@ -154,32 +126,26 @@ async def chat_completions(
         )
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        chunk: TextDelta | Finish | StreamError = first
         try:
             yield ServerSentEvent(frame({"role": "assistant", "content": ""}))
-            while True:
+            async for chunk in answer.chunks:
                 if isinstance(chunk, TextDelta):
                     yield ServerSentEvent(frame({"content": chunk.text}))
-                elif isinstance(chunk, Finish):
-                    await state.turns.record_usage(user.id, chunk)
-                    last = json.loads(frame({}, chunk.finish_reason, chunk.model))
-                    if sources:
-                        last["sources"] = sources
-                    yield ServerSentEvent(json.dumps(last))
-                    if include_usage:
-                        payload = json.loads(frame({}, None, chunk.model))
-                        payload["choices"] = []
-                        payload["usage"] = _usage(chunk)
-                        yield ServerSentEvent(json.dumps(payload))
-                    break
-                else:
-                    raise ChatAppError(chunk.message)
-                chunk = await anext(chunks)
+                    continue
+                last = json.loads(frame({}, chunk.finish_reason, chunk.model))
+                if sources:
+                    last["sources"] = sources
+                yield ServerSentEvent(json.dumps(last))
+                if include_usage:
+                    payload = json.loads(frame({}, None, chunk.model))
+                    payload["choices"] = []
+                    payload["usage"] = _usage(chunk)
+                    yield ServerSentEvent(json.dumps(payload))
         except ChatAppError as exc:
             _, error, _ = error_body(exc)
             yield ServerSentEvent(json.dumps(error))
         finally:
-            await chunks.aclose()  # a client that went away stops the generation at once
+            await answer.chunks.aclose()  # a client that went away stops the generation
         yield ServerSentEvent("[DONE]")
 
     return EventSourceResponse(events(), ping=15)

@@ -1,0 +1,389 @@
+"""ChatService: what happens in one chat turn, for `/api` and every `/v1` endpoint.
+
+No Ray here: conversations, models and knowledge bases are reached through the typed
+ports of `chatapp.chat.ports` (Ray adapters in production, the core's own classes in
+tests). A turn on `/api` (`post_message`, `regenerate`), top to bottom:
+
+1. the message is checked and the monthly token budget too: nothing is stored yet;
+2. the question may be grounded in a knowledge base (naming an unknown one is
+   `NotFound`, and still nothing is stored);
+3. the conversation's shard stores the question and returns the history (`begin_turn`);
+4. the model router streams the answer: `TurnStarted`, then `TextDelta`s;
+5. the reply is stored through the shard (`finish_turn`) before `TurnDone` is yielded.
+
+A failure before the first token undoes the turn (`abort_turn`): the error is raised and
+what is stored does not change. After it, the partial reply is stored marked incomplete
+and the turn ends with `TurnFailed`, the error keeping its class. A client that goes away
+closes the turn: the partial reply is still stored and the generation stops.
+
+A completion on `/v1` (`complete`) stores nothing: the same budget, optional grounding and
+router stream, with its usage counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chatapp.cache.responses import CacheMode
+from chatapp.chat.ports import ConversationShards, ModelRouter, ReplyRecord, Retriever
+from chatapp.chat.schemas import MessageCreate, MessagePublic, TurnOptions
+from chatapp.config import Settings
+from chatapp.errors import ChatAppError, InvalidRequest, NotFound, ProviderError
+from chatapp.llm.base import ChatMessage, Chunk, Finish, SamplingParams, TextDelta
+from chatapp.rag.prompt import grounded_system_prompt, public_sources, select_sources
+from chatapp.rag.schemas import RagMode, RetrievedChunk, SourcePublic
+from chatapp.ratelimit import RateLimiter
+from chatapp.usage.budget import TokenBudget
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    user_message: MessagePublic
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDone:
+    message: MessagePublic
+    fallback_from: str | None = None  # the model that failed before this reply's model
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFailed:
+    error: ChatAppError
+    message: MessagePublic | None  # the partial reply, stored incomplete
+
+
+TurnEvent = TurnStarted | TextDelta | TurnDone | TurnFailed
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionStream:
+    """An answer on its way: its sources, and its chunks from the first one on (the
+    errors before that were raised by `ChatService.complete`)."""
+
+    sources: list[SourcePublic]
+    chunks: AsyncGenerator[Chunk, None]
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        shards: ConversationShards,
+        router: ModelRouter,
+        retriever: Retriever | None = None,
+        budget: TokenBudget | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._settings = settings
+        self._shards = shards
+        self._router = router
+        self._retriever = retriever  # None when RAG is disabled
+        self.budget = budget
+        self._limiter = limiter
+        self._storing: set[asyncio.Future[Any]] = set()
+
+    def sampling_params(
+        self,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> SamplingParams:
+        """A request's sampling parameters, the server's defaults where it is silent."""
+        return SamplingParams(
+            max_tokens=max_tokens or self._settings.llm.default_max_tokens,
+            temperature=0.7 if temperature is None else temperature,
+            top_p=1.0 if top_p is None else top_p,
+            stop=tuple(stop),
+            seed=seed,
+        )
+
+    # -- the parts of a turn ---------------------------------------------------------
+
+    async def ground(
+        self,
+        query: str,
+        *,
+        knowledge_base: str | None,
+        rag: RagMode | None,
+        default_kb: bool = True,
+    ) -> list[RetrievedChunk]:
+        """The sources a turn is grounded in (maybe none). Naming an unknown knowledge base
+        is `NotFound`; without a name the default one is used when it exists (and
+        `default_kb` allows). Retrieval failing otherwise only costs the grounding."""
+        if knowledge_base is None and not default_kb:
+            return []
+        rag_settings = self._settings.rag
+        kb = knowledge_base or rag_settings.default_kb
+        mode = rag or rag_settings.mode_of(kb)
+        if self._retriever is None:
+            if knowledge_base is not None:
+                raise NotFound(f"knowledge base {knowledge_base!r} not found (RAG is disabled)")
+            return []
+        if mode == "off" and knowledge_base is None:
+            return []
+        query = query[-rag_settings.max_query_chars :]
+        try:
+            hits = await self._retriever.search(query, kb, missing_ok=knowledge_base is None)
+        except (NotFound, InvalidRequest):
+            raise
+        except ChatAppError as exc:
+            logger.warning("retrieval from %s failed, answering without it: %s", kb, exc)
+            return []
+        return select_sources(hits, mode=mode, auto_threshold=rag_settings.auto_threshold)
+
+    async def check_budget(self, user_id: uuid.UUID) -> None:
+        """429 once the user's monthly token budget is spent (no-op without a budget)."""
+        if self.budget is not None:
+            await self.budget.check(user_id)
+
+    async def record_usage(self, user_id: uuid.UUID, finish: Finish | None) -> None:
+        """Count a reply's tokens against the monthly budget and the per-minute limit."""
+        if finish is None or finish.cached:
+            return
+        tokens = finish.prompt_tokens + finish.completion_tokens
+        if self.budget is not None:
+            self.budget.record(user_id, tokens)
+        if self._limiter is not None:
+            await self._limiter.record(
+                self._settings.auth.chat_token_limit, "chat-tokens", str(user_id), cost=tokens
+            )
+
+    # -- /api: turns in stored conversations -----------------------------------------
+
+    async def post_message(
+        self,
+        *,
+        user_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        body: MessageCreate,
+        cache: CacheMode = "auto",
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """Answer a new message, or (with `replace_from_seq`) an edited one that replaces
+        that message and everything after it: the turn's events, once the message passed
+        its checks (an edit that cannot be made is raised here)."""
+        limit = self._settings.chat.max_message_chars
+        if len(body.content) > limit:
+            raise InvalidRequest(f"content: the message is longer than {limit} characters")
+        if body.replace_from_seq is not None:
+            await self._shards.prepare_rewrite(
+                conversation_id=conversation_id,
+                user_id=user_id,
+                from_seq=body.replace_from_seq,
+                content=body.content,
+            )
+        return self._turn(user_id, conversation_id, body.content, body, cache)
+
+    async def regenerate(
+        self,
+        *,
+        user_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        options: TurnOptions,
+        cache: CacheMode = "auto",
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """Answer the last user message again, replacing its reply."""
+        content = await self._shards.prepare_regenerate(
+            conversation_id=conversation_id, user_id=user_id
+        )
+        return self._turn(user_id, conversation_id, content, options, cache)
+
+    async def delete_conversation(self, *, user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+        """Delete a conversation and its messages (through its shard, which drops its hot
+        copy)."""
+        await self._shards.delete(conversation_id=conversation_id, user_id=user_id)
+
+    async def _turn(
+        self,
+        user_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        content: str,
+        options: TurnOptions,
+        cache: CacheMode,
+    ) -> AsyncGenerator[TurnEvent, None]:
+        await self.check_budget(user_id)  # before anything is stored
+        # Before the question is stored: an unknown knowledge base changes nothing.
+        grounding = await self.ground(
+            content, knowledge_base=options.knowledge_base_id, rag=options.rag
+        )
+        sources = tuple(public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars))
+        params = self.sampling_params(
+            max_tokens=options.max_tokens, temperature=options.temperature
+        )
+        start = await self._shards.begin_turn(
+            conversation_id=conversation_id, user_id=user_id, content=content
+        )
+        yield TurnStarted(start.user_message)
+        system = grounded_system_prompt(self._settings.chat.system_prompt, grounding)
+        messages = [ChatMessage("system", system), *start.history]
+        parts: list[TextDelta] = []
+        finish: Finish | None = None
+        failure: ChatAppError | None = None
+        chunks = self._router.stream(
+            messages, params, model=options.model, user=str(user_id), cache=cache
+        )
+        try:
+            async for chunk in chunks:
+                if isinstance(chunk, Finish):
+                    finish = chunk
+                else:
+                    parts.append(chunk)
+                    yield chunk
+        except ChatAppError as exc:
+            failure = exc
+        finally:
+            # Runs on success, on failure and when the client goes away (cancellation or
+            # the turn being closed): the store is its own task, kept referenced until
+            # done and shielded, so it completes even then; then the model stream is
+            # closed, which stops the generation.
+            reply = _reply_record(parts, finish, failure, sources)
+            store = asyncio.ensure_future(
+                self._store(user_id, conversation_id, start.user_message.seq, reply, finish)
+            )
+            self._storing.add(store)
+            store.add_done_callback(self._storing.discard)
+            await _close(chunks)
+            stored = await asyncio.shield(store)
+        if failure is not None:
+            if not parts:
+                raise failure  # the turn was undone: an ordinary HTTP error
+            yield TurnFailed(failure, stored if isinstance(stored, MessagePublic) else None)
+        elif isinstance(stored, TurnFailed):
+            yield stored
+        elif stored is not None:
+            yield TurnDone(stored, finish.fallback_from if finish else None)
+
+    async def _store(
+        self,
+        user_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        user_seq: int,
+        reply: ReplyRecord | None,
+        finish: Finish | None,
+    ) -> MessagePublic | TurnFailed | None:
+        if reply is None:
+            # Nothing was generated: undo the turn so a rejected request stores nothing.
+            try:
+                await self._shards.abort_turn(
+                    conversation_id=conversation_id, user_id=user_id, user_seq=user_seq
+                )
+            except ChatAppError as exc:
+                logger.warning("turn of conversation %s not undone: %s", conversation_id, exc)
+            return None
+        try:
+            message = await self._shards.finish_turn(
+                conversation_id=conversation_id, user_id=user_id, reply=reply
+            )
+        except ChatAppError as exc:
+            logger.warning("reply of conversation %s not stored: %s", conversation_id, exc)
+            return TurnFailed(exc, None)
+        await self.record_usage(user_id, finish)
+        return message
+
+    # -- /v1: completions over the client's own messages ------------------------------
+
+    async def complete(
+        self,
+        *,
+        user_id: uuid.UUID,
+        messages: list[ChatMessage],
+        params: SamplingParams,
+        model: str | None = None,
+        cache: CacheMode = "auto",
+        knowledge_base: str | None = None,
+        rag: RagMode | None = None,
+    ) -> CompletionStream:
+        """Start answering `messages`; errors before the first chunk are raised here.
+
+        RAG is opt-in: only with `knowledge_base` or `rag` is the last user message
+        grounded, its sources added to the system message."""
+        questions = [m.content for m in messages if m.role == "user" and m.content.strip()]
+        if not questions:
+            raise InvalidRequest("messages: at least one non-empty user message is required")
+        await self.check_budget(user_id)
+        last_question = next(m.content for m in reversed(messages) if m.role == "user")
+        grounding = await self.ground(
+            last_question, knowledge_base=knowledge_base, rag=rag, default_kb=rag is not None
+        )
+        if grounding:
+            messages = _grounded(messages, grounding)
+        sources = public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars)
+        chunks = self._router.stream(messages, params, model=model, user=str(user_id), cache=cache)
+        first = await anext(chunks)
+        return CompletionStream(sources, self._counted(user_id, first, chunks))
+
+    async def _counted(
+        self, user_id: uuid.UUID, first: Chunk, rest: AsyncIterator[Chunk]
+    ) -> AsyncGenerator[Chunk, None]:
+        """The stream with its usage recorded when it finishes; closing it stops the model."""
+        chunk = first
+        try:
+            while True:
+                if isinstance(chunk, Finish):
+                    await self.record_usage(user_id, chunk)
+                    yield chunk
+                    return
+                yield chunk
+                try:
+                    chunk = await anext(rest)
+                except StopAsyncIteration:
+                    raise ProviderError("the model stream ended without a finish event") from None
+        finally:
+            await _close(rest)
+
+
+def _reply_record(
+    parts: list[TextDelta],
+    finish: Finish | None,
+    failure: ChatAppError | None,
+    sources: tuple[SourcePublic, ...],
+) -> ReplyRecord | None:
+    """The reply to store: whole, partial (marked incomplete), or none when nothing came."""
+    if not parts and finish is None:
+        return None
+    content = "".join(p.text for p in parts)
+    if finish is None:
+        return ReplyRecord(
+            content=content,
+            status="incomplete",
+            finish_reason="error" if failure else "cancelled",
+            completion_tokens=sum(p.tokens for p in parts),
+            sources=sources,
+        )
+    return ReplyRecord(
+        content=content,
+        status="complete" if failure is None else "incomplete",
+        finish_reason=finish.finish_reason,
+        model=finish.model or None,
+        provider=finish.provider or None,
+        prompt_tokens=finish.prompt_tokens,
+        completion_tokens=finish.completion_tokens,
+        cost_usd=finish.cost_usd,
+        cached=finish.cached,
+        sources=sources,
+    )
+
+
+def _grounded(messages: list[ChatMessage], grounding: list[RetrievedChunk]) -> list[ChatMessage]:
+    """`messages` with the sources in the system message (one is added if none leads)."""
+    if messages and messages[0].role == "system":
+        system = grounded_system_prompt(messages[0].content, grounding)
+        return [ChatMessage("system", system), *messages[1:]]
+    return [ChatMessage("system", grounded_system_prompt("", grounding).strip()), *messages]
+
+
+async def _close(chunks: AsyncIterator[Chunk]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,330 @@
+"""The chat turn in the core, without Ray: `ChatService` over in-process ports — a SQLite
+`ConversationStore` as the shards, the real `ProviderRouter` over a scripted provider, and
+a small in-process retriever."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatapp.chat import repository
+from chatapp.chat.hot import ConversationStore
+from chatapp.chat.schemas import MessageCreate, RegenerateRequest
+from chatapp.chat.service import ChatService, TurnDone, TurnEvent, TurnFailed, TurnStarted
+from chatapp.config import DatabaseSettings, Settings
+from chatapp.db.engine import make_engine, make_sessionmaker, migrate
+from chatapp.errors import (
+    InvalidRequest,
+    NotFound,
+    ProviderAuth,
+    ProviderTimeout,
+    RateLimited,
+)
+from chatapp.llm.base import ChatMessage, ChatProvider, TextDelta, collect
+from chatapp.llm.router import build_router
+from chatapp.rag.schemas import KnowledgeBasePublic, RetrievedChunk
+from chatapp.usage.budget import TokenBudget
+from tests.fakes.scripted import Answer, ScriptedProvider
+from tests.fakes.users import create_user
+
+SETTINGS = Settings.from_overrides(
+    {
+        "llm": {"model_name": "local", "context_window": 2048, "default_max_tokens": 32},
+        "chat": {"system_prompt": "You are terse."},
+        "rag": {"default_kb": "handbook", "mode": "auto", "auto_threshold": 0.5},
+    }
+)
+
+
+class Handbook:
+    """A one-document knowledge base; `score` says how well every query matches it."""
+
+    def __init__(self, score: float) -> None:
+        self.score = score
+        self.queries: list[str] = []
+
+    async def search(
+        self,
+        query: str,
+        knowledge_base: str,
+        *,
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+        missing_ok: bool = False,
+    ) -> list[RetrievedChunk]:
+        if knowledge_base != "handbook":
+            if missing_ok:
+                return []
+            raise NotFound(f"knowledge base {knowledge_base!r} not found")
+        self.queries.append(query)
+        hit = RetrievedChunk(
+            chunk_id="c1",
+            knowledge_base="handbook",
+            version=1,
+            source="handbook/leave.md",
+            title="Leave policy",
+            position=0,
+            start=0,
+            end=40,
+            score=self.score,
+            text="Staff get 30 days of paid leave a year.",
+        )
+        return [hit]
+
+    async def knowledge_bases(self) -> list[KnowledgeBasePublic]:
+        return []
+
+
+class Rig:
+    def __init__(self, db: DatabaseSettings, *, score: float = 0.9, budget: int | None = None):
+        self.engine = make_engine(db)
+        self.sessionmaker = make_sessionmaker(self.engine)
+        self.model = ScriptedProvider("self-hosted", Answer("Thirty days of leave."))
+        providers: dict[str, ChatProvider] = {"self-hosted": self.model}
+        self.handbook = Handbook(score)
+        self.budget = (
+            TokenBudget(monthly_tokens=budget, sessionmaker=self.sessionmaker, refresh_s=3600)
+            if budget is not None
+            else None
+        )
+        self.service = ChatService(
+            settings=SETTINGS,
+            shards=ConversationStore(
+                sessionmaker=self.sessionmaker, hot_turns=20, max_hot=100, idle_timeout_s=600
+            ),
+            router=build_router(SETTINGS, providers),
+            retriever=self.handbook,
+            budget=self.budget,
+        )
+
+    async def conversation(self) -> tuple[uuid.UUID, uuid.UUID]:
+        async with self.sessionmaker() as session:
+            user = await create_user(session)
+            conv = await repository.create_conversation(session=session, user_id=user.id)
+        return user.id, conv.id
+
+    async def stored(self, conversation_id: uuid.UUID) -> list[tuple[str, str, str]]:
+        async with self.sessionmaker() as session:
+            rows, _ = await repository.list_messages(
+                session=session, conversation_id=conversation_id, limit=100
+            )
+        return [(r.role, r.content, r.status) for r in rows]
+
+    def system_prompt_of_last_call(self) -> str:
+        _, messages = self.model.history[-1]
+        assert messages[0].role == "system"
+        return messages[0].content
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> DatabaseSettings:
+    """A SQLite database migrated to head (before any event loop runs: Alembic runs its
+    own)."""
+    settings = DatabaseSettings(url=None, var_dir=tmp_path / "var")
+    migrate(settings)
+    return settings
+
+
+@pytest.fixture
+async def rig(db: DatabaseSettings) -> AsyncIterator[Rig]:
+    rig = Rig(db)
+    yield rig
+    await rig.engine.dispose()
+
+
+async def ask(
+    rig: Rig, user: uuid.UUID, conv: uuid.UUID, content: str, **options: Any
+) -> list[TurnEvent]:
+    events = await rig.service.post_message(
+        user_id=user, conversation_id=conv, body=MessageCreate(content=content, **options)
+    )
+    return [event async for event in events]
+
+
+async def test_a_turn_streams_then_stores_question_and_reply(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    events = await ask(rig, user, conv, "How much leave do I get?", rag="off")
+    assert isinstance(events[0], TurnStarted) and events[0].user_message.seq == 0
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == "Thirty days of leave."
+    done = events[-1]
+    assert isinstance(done, TurnDone)
+    assert done.message.seq == 1 and done.message.content == text
+    assert done.message.provider == "self-hosted" and done.message.model == "local"
+    assert await rig.stored(conv) == [
+        ("user", "How much leave do I get?", "complete"),
+        ("assistant", "Thirty days of leave.", "complete"),
+    ]
+    # the next turn's prompt holds the history
+    await ask(rig, user, conv, "And sick days?", rag="off")
+    _, prompt = rig.model.history[-1]
+    assert [m.content for m in prompt[1:]] == [
+        "How much leave do I get?",
+        "Thirty days of leave.",
+        "And sick days?",
+    ]
+
+
+async def test_a_failure_before_the_first_token_undoes_the_turn(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    rig.model.enqueue(ProviderAuth("the model's key is wrong"))  # not retried
+    with pytest.raises(ProviderAuth, match="key is wrong"):
+        await ask(rig, user, conv, "Hello?", rag="off")
+    assert await rig.stored(conv) == []
+    # the conversation is free again: the next turn is answered
+    assert isinstance((await ask(rig, user, conv, "Hello again?", rag="off"))[-1], TurnDone)
+
+
+async def test_a_failure_after_the_first_token_stores_the_partial_reply(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    rig.model.enqueue(Answer("one two three four", fail_after=2, error=ProviderTimeout("too slow")))
+    events = await ask(rig, user, conv, "Count.", rag="off")
+    failed = events[-1]
+    assert isinstance(failed, TurnFailed)
+    assert type(failed.error) is ProviderTimeout  # its class, so its status, is kept
+    assert failed.message is not None and failed.message.status == "incomplete"
+    assert failed.message.finish_reason == "error"
+    assert await rig.stored(conv) == [
+        ("user", "Count.", "complete"),
+        ("assistant", "one two ", "incomplete"),
+    ]
+
+
+async def test_a_client_that_goes_away_leaves_the_partial_reply_stored(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    rig.model.enqueue(Answer("a long answer that nobody reads to the end"))
+    events = await rig.service.post_message(
+        user_id=user, conversation_id=conv, body=MessageCreate(content="Talk.", rag="off")
+    )
+    async for event in events:
+        if isinstance(event, TextDelta):
+            break
+    await events.aclose()
+    stored = await rig.stored(conv)
+    assert stored[0] == ("user", "Talk.", "complete")
+    assert stored[1][0] == "assistant" and stored[1][2] == "incomplete"
+    assert "a long answer that nobody reads to the end".startswith(stored[1][1])
+
+
+async def test_the_monthly_budget_refuses_a_turn_before_anything_is_stored(
+    db: DatabaseSettings,
+) -> None:
+    rig = Rig(db, budget=20)
+    try:
+        user, conv = await rig.conversation()
+        await ask(rig, user, conv, "First question", rag="off")  # 10 prompt + 4 reply tokens
+        await ask(rig, user, conv, "Second question", rag="off")  # 28 of 20 now
+        with pytest.raises(RateLimited, match="monthly token budget used up"):
+            await ask(rig, user, conv, "Third question", rag="off")
+        assert [c for _, c, _ in await rig.stored(conv)][::2] == [
+            "First question",
+            "Second question",
+        ]
+    finally:
+        await rig.engine.dispose()
+
+
+async def test_grounding_always_cites_the_sources_and_stores_them(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    rig.handbook.score = 0.1  # "always" grounds even on a weak match
+    done = (await ask(rig, user, conv, "Leave?", rag="always"))[-1]
+    assert "30 days of paid leave" in rig.system_prompt_of_last_call()
+    assert isinstance(done, TurnDone)
+    assert [(s.index, s.title, s.source) for s in done.message.sources] == [
+        (1, "Leave policy", "handbook/leave.md")
+    ]
+    async with rig.sessionmaker() as session:
+        rows, _ = await repository.list_messages(session=session, conversation_id=conv, limit=9)
+    assert rows[-1].sources is not None and rows[-1].sources[0]["title"] == "Leave policy"
+
+
+async def test_grounding_auto_uses_only_a_good_match_and_off_never_searches(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    rig.handbook.score = 0.2  # below the 0.5 threshold: answered without sources
+    done = (await ask(rig, user, conv, "What's the weather?"))[-1]
+    assert isinstance(done, TurnDone) and done.message.sources == []
+    assert rig.system_prompt_of_last_call() == "You are terse."
+    rig.handbook.score = 0.8
+    done = (await ask(rig, user, conv, "How much leave?"))[-1]
+    assert isinstance(done, TurnDone) and len(done.message.sources) == 1
+    searched = len(rig.handbook.queries)
+    await ask(rig, user, conv, "Thanks", rag="off")
+    assert len(rig.handbook.queries) == searched
+    assert rig.system_prompt_of_last_call() == "You are terse."
+
+
+async def test_an_unknown_knowledge_base_is_404_and_stores_nothing(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    with pytest.raises(NotFound, match="nope"):
+        await ask(rig, user, conv, "Hi", knowledge_base_id="nope")
+    assert await rig.stored(conv) == []
+
+
+async def test_regenerate_replaces_the_last_reply(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    await ask(rig, user, conv, "Name a colour.", rag="off")
+    rig.model.enqueue(Answer("Blue."))
+    events = await rig.service.regenerate(
+        user_id=user, conversation_id=conv, options=RegenerateRequest(rag="off")
+    )
+    done = [e async for e in events][-1]
+    assert isinstance(done, TurnDone) and done.message.seq == 1
+    assert await rig.stored(conv) == [
+        ("user", "Name a colour.", "complete"),
+        ("assistant", "Blue.", "complete"),
+    ]
+
+
+async def test_edit_and_resend_replaces_the_message_and_everything_after(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    await ask(rig, user, conv, "Name a fruit.", rag="off")
+    await ask(rig, user, conv, "Another one.", rag="off")
+    rig.model.enqueue(Answer("Carrot."))
+    await ask(rig, user, conv, "Name a vegetable.", rag="off", replace_from_seq=0)
+    assert await rig.stored(conv) == [
+        ("user", "Name a vegetable.", "complete"),
+        ("assistant", "Carrot.", "complete"),
+    ]
+    with pytest.raises(InvalidRequest, match="not a user message"):
+        await ask(rig, user, conv, "x", rag="off", replace_from_seq=1)
+
+
+async def test_an_edit_whose_answer_fails_at_once_puts_the_history_back(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    await ask(rig, user, conv, "Original question", rag="off")
+    before = await rig.stored(conv)
+    rig.model.enqueue(ProviderAuth("down"))
+    with pytest.raises(ProviderAuth):
+        await ask(rig, user, conv, "Edited question", rag="off", replace_from_seq=0)
+    assert await rig.stored(conv) == before
+
+
+async def test_a_completion_counts_its_usage_and_keeps_the_error_class(
+    db: DatabaseSettings,
+) -> None:
+    rig = Rig(db, budget=1000)
+    try:
+        user, _ = await rig.conversation()
+        params = rig.service.sampling_params()
+        answer = await rig.service.complete(
+            user_id=user, messages=[ChatMessage("user", "Hi")], params=params
+        )
+        completion = await collect(answer.chunks)
+        assert completion.text == "Thirty days of leave." and answer.sources == []
+        assert rig.budget is not None and await rig.budget.used(user) == 14
+        rig.model.enqueue(Answer("a b c", fail_after=1, error=ProviderTimeout("slow")))
+        answer = await rig.service.complete(
+            user_id=user, messages=[ChatMessage("user", "Hi")], params=params
+        )
+        with pytest.raises(ProviderTimeout):
+            await collect(answer.chunks)
+        with pytest.raises(InvalidRequest, match="non-empty user message"):
+            await rig.service.complete(
+                user_id=user, messages=[ChatMessage("system", "x")], params=params
+            )
+    finally:
+        await rig.engine.dispose()
