@@ -9,6 +9,7 @@ cookie, so any ingress replica can finish a login another one started.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,14 @@ class Identity:
     email: str | None
     email_verified: bool
     name: str
+
+
+def email_verified_claim(claims: Mapping[str, Any]) -> bool:
+    """Whether the ID token says the provider verified the email: JSON `true`, or the
+    string "true" in any case (AWS Cognito and some SAML bridges send strings). Anything
+    else, "false" and 1 included, is unverified: `bool("false")` would be True."""
+    value = claims.get("email_verified")
+    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 def seal_state(login: LoginState, *, secret: str) -> str:
@@ -157,10 +166,11 @@ class OidcClient:
         if not id_token:
             raise PermissionDenied(f"{self.provider.display_name} sent no ID token")
         claims = await self._verify(id_token, login)
+        email = claims.get("email")
         return Identity(
             subject=str(claims["sub"]),
-            email=claims.get("email"),
-            email_verified=bool(claims.get("email_verified")),
+            email=email if isinstance(email, str) else None,
+            email_verified=email_verified_claim(claims),
             name=str(claims.get("name") or ""),
         )
 
