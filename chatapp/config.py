@@ -188,7 +188,9 @@ class AuthSettings(BaseSettings):
     audience: str = Field("chatapp-api", description="`aud` of issued access tokens.")
     registration_open: bool = Field(True, description="Anyone may register with a password.")
     admin_emails: list[str] = Field(
-        default_factory=list, description="Accounts with these emails are admins (JSON list)."
+        default_factory=list,
+        description="Emails made admins once an OIDC provider has verified them (JSON list); "
+        "registering one with a password does not. Others: `chatapp admin grant EMAIL`.",
     )
     password_min_length: int = Field(10, ge=8, description="Shortest password accepted.")
     chat_request_limit: str = Field("60/minute", description="Chat requests per user.")

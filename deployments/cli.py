@@ -1,9 +1,10 @@
-"""`chatapp` command line: run the service on a local Ray, apply migrations, build and
-evaluate knowledge-base indexes."""
+"""`chatapp` command line: run the service on a local Ray, apply migrations, grant the
+admin role, build and evaluate knowledge-base indexes."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -124,6 +125,46 @@ def _migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin(args: argparse.Namespace) -> int:
+    """Grant, revoke or list the admin role, on the database directly (no Ray)."""
+    from chatapp.auth import service
+    from chatapp.db.engine import make_engine, make_sessionmaker
+    from chatapp.db.models import User
+    from chatapp.errors import ChatAppError
+
+    settings = Settings()
+
+    async def work() -> list[User]:
+        engine = make_engine(settings.database)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                if args.admin_command == "list":
+                    return await service.list_admins(session=session)
+                role: service.Role = "admin" if args.admin_command == "grant" else "user"
+                return [await service.set_role(session=session, email=args.email, role=role)]
+        finally:
+            await engine.dispose()
+
+    try:
+        users = asyncio.run(work())
+    except ChatAppError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    if args.admin_command == "list":
+        for user in users:
+            how = "email verified" if user.email_verified else "email not verified"
+            print(f"{user.email}\t{how}\t{'active' if user.is_active else 'disabled'}")
+        return 0
+    (user,) = users
+    print(f"{user.email} is now {'an admin' if user.role == 'admin' else 'a plain user'}")
+    if user.role == "user" and service.is_listed_admin(user.email, settings.auth):
+        print(
+            f"note: {user.email} is still in AUTH_ADMIN_EMAILS, so its next login through an "
+            "OIDC provider that verifies the address makes it an admin again; remove it there"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatapp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_run)
     mig = sub.add_parser("migrate", help="apply database migrations")
     mig.set_defaults(func=_migrate)
+    admin = sub.add_parser(
+        "admin", help="grant or revoke the admin role (on the database, from DATABASE_URL)"
+    ).add_subparsers(dest="admin_command", required=True)
+    for name, what in (("grant", "make EMAIL's account an admin"), ("revoke", "make it a user")):
+        cmd = admin.add_parser(name, help=what)
+        cmd.add_argument("email", help="the account's email")
+        cmd.set_defaults(func=_admin)
+    admin.add_parser("list", help="the admins, and whether their email is verified").set_defaults(
+        func=_admin
+    )
     index = sub.add_parser("index", help="knowledge-base indexes").add_subparsers(
         dest="index_command", required=True
     )

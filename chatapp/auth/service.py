@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +29,8 @@ from chatapp.auth.tokens import (
 from chatapp.config import AuthSettings
 from chatapp.db.models import ApiKey, AuthSession, OidcIdentity, RefreshToken, User, utcnow
 from chatapp.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+
+Role = Literal["user", "admin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +54,11 @@ class TokenSigner:
         )
 
 
-def _role_for(email: str, settings: AuthSettings) -> str:
-    admins = {e.lower() for e in settings.admin_emails}
-    return "admin" if email.lower() in admins else "user"
+def is_listed_admin(email: str, settings: AuthSettings) -> bool:
+    """Whether `email` is in AUTH_ADMIN_EMAILS. Being listed makes an admin only once an
+    OIDC provider has verified the address (`user_for_oidc_login`); ops grant the role to
+    anyone else with `set_role` (`chatapp admin grant`)."""
+    return email.strip().lower() in {e.strip().lower() for e in settings.admin_emails}
 
 
 async def register_user(
@@ -67,7 +72,8 @@ async def register_user(
         email=email,
         display_name=display_name.strip() or email.split("@", 1)[0],
         password_hash=hash_password(password),
-        role=_role_for(email, settings),
+        # Never admin, even with a listed email: nobody has proven they own the address.
+        role="user",
     )
     session.add(user)
     try:
@@ -285,6 +291,26 @@ async def list_users(*, session: AsyncSession, limit: int, offset: int) -> tuple
     return rows[:limit], len(rows) > limit
 
 
+async def set_role(*, session: AsyncSession, email: str, role: Role) -> User:
+    """Make the account with `email` an admin or a plain user (the ops command)."""
+    email = email.strip().lower()
+    user = await session.scalar(select(User).where(User.email == email))
+    if user is None:
+        raise NotFound(
+            f"no account with the email {email}: they must register or log in first, "
+            "then run this again"
+        )
+    user.role = role
+    await session.commit()
+    return user
+
+
+async def list_admins(*, session: AsyncSession) -> list[User]:
+    return list(
+        await session.scalars(select(User).where(User.role == "admin").order_by(User.email))
+    )
+
+
 async def set_user_active(
     *, session: AsyncSession, actor: User, user_id: uuid.UUID, active: bool
 ) -> User:
@@ -329,7 +355,7 @@ async def user_for_oidc_login(
             user = User(
                 email=email,
                 display_name=display_name or email.split("@", 1)[0],
-                role=_role_for(email, settings),
+                role="admin" if is_listed_admin(email, settings) else "user",
                 email_verified=True,
             )
             session.add(user)

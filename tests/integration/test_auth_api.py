@@ -13,11 +13,14 @@ import httpx
 import openai
 import pytest
 from ray import serve
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from actors.client import kill_shards
+from chatapp.auth.service import set_role
 from chatapp.config import Settings
 from deployments.app import build_app
 from tests.conftest import ADMIN_EMAIL, register_and_login
+from tests.integration.accounts import in_db
 
 PASSWORD = "correct horse battery staple"
 
@@ -172,7 +175,9 @@ def test_api_keys_work_with_the_openai_sdk_and_stop_when_revoked(
         sdk.models.list()
 
 
-def test_admin_disables_a_user_and_their_tokens_and_keys_stop_at_once(http: httpx.Client) -> None:
+def test_admin_disables_a_user_and_their_tokens_and_keys_stop_at_once(
+    http: httpx.Client, pg_url: str
+) -> None:
     _, user_tokens = new_account(http)
     key = http.post("/api/keys", json={"name": "k"}, headers=bearer(user_tokens)).json()["key"]
     me = http.get("/api/me", headers=bearer(user_tokens)).json()
@@ -180,7 +185,7 @@ def test_admin_disables_a_user_and_their_tokens_and_keys_stop_at_once(http: http
     # a plain user is not an admin
     assert http.get("/api/admin/users", headers=bearer(user_tokens)).status_code == 403
 
-    admin = register_and_login_admin(http)
+    admin = register_and_login_admin(http, pg_url)
     page = http.get("/api/admin/users", params={"limit": 200}, headers=admin).json()
     assert me["id"] in [u["id"] for u in page["items"]]
     disabled = http.post(f"/api/admin/users/{me['id']}/disable", headers=admin)
@@ -199,11 +204,18 @@ def test_admin_disables_a_user_and_their_tokens_and_keys_stop_at_once(http: http
     assert http.get("/api/me", headers=bearer(user_tokens)).status_code == 200
 
 
-def register_and_login_admin(http: httpx.Client) -> dict[str, str]:
+def register_and_login_admin(http: httpx.Client, pg_url: str) -> dict[str, str]:
+    """Log in as ADMIN_EMAIL, made an admin the way ops do it (`chatapp admin grant`):
+    registering a listed address gives a plain user."""
     exists = http.post("/api/auth/token", data={"username": ADMIN_EMAIL, "password": PASSWORD})
-    if exists.status_code == 200:
-        return bearer(exists.json())
-    return register_and_login(str(http.base_url), email=ADMIN_EMAIL, password=PASSWORD)
+    if exists.status_code != 200:
+        register_and_login(str(http.base_url), email=ADMIN_EMAIL, password=PASSWORD)
+
+    async def grant(session: AsyncSession) -> None:
+        await set_role(session=session, email=ADMIN_EMAIL, role="admin")
+
+    in_db(pg_url, grant)
+    return bearer(login(http, ADMIN_EMAIL))
 
 
 def _forge(tokens: dict[str, Any], **changes: Any) -> str:
