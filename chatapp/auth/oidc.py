@@ -35,6 +35,7 @@ class LoginState:
     state: str
     nonce: str
     code_verifier: str
+    link_user: str | None = None  # set when a logged-in user links this provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,8 @@ def seal_state(login: LoginState, *, secret: str) -> str:
         "n": login.nonce,
         "v": login.code_verifier,
     }
+    if login.link_user is not None:
+        claims["u"] = login.link_user
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -72,7 +75,9 @@ def open_state(sealed: str | None, *, secret: str) -> LoginState:
         c = jwt.decode(sealed, secret, algorithms=["HS256"], audience=_STATE_AUDIENCE)
     except jwt.InvalidTokenError as exc:
         raise InvalidRequest("the login expired or was tampered with; try again") from exc
-    return LoginState(provider=c["p"], state=c["s"], nonce=c["n"], code_verifier=c["v"])
+    return LoginState(
+        provider=c["p"], state=c["s"], nonce=c["n"], code_verifier=c["v"], link_user=c.get("u")
+    )
 
 
 class OidcClient:
@@ -131,13 +136,15 @@ class OidcClient:
             self._jwks = await self._get_json((await self.metadata())["jwks_uri"])
         return self._jwks
 
-    async def start(self) -> tuple[str, LoginState]:
-        """The provider's authorization URL to send the browser to, and what to remember."""
+    async def start(self, *, link_user: str | None = None) -> tuple[str, LoginState]:
+        """The provider's authorization URL to send the browser to, and what to remember;
+        `link_user`: the account that links this provider instead of logging in."""
         login = LoginState(
             provider=self.provider.name,
             state=generate_token(32),
             nonce=generate_token(32),
             code_verifier=generate_token(64),
+            link_user=link_user,
         )
         async with self._client() as client:
             url, _ = client.create_authorization_url(

@@ -80,3 +80,13 @@ class OidcProviderPublic(BaseModel):
     name: str
     display_name: str
     login_url: str
+
+
+class OidcLink(_Strict):
+    password: str | None = Field(
+        None, max_length=1024, description="Required for accounts that have a password."
+    )
+
+
+class OidcLinkStart(BaseModel):
+    authorization_url: str = Field(description="Send the browser there to finish the link.")

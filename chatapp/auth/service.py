@@ -27,7 +27,7 @@ from chatapp.auth.tokens import (
     new_secret,
 )
 from chatapp.config import AuthSettings
-from chatapp.db.models import ApiKey, AuthSession, OidcIdentity, RefreshToken, User, utcnow
+from chatapp.db.models import ApiKey, AuthSession, RefreshToken, User, utcnow
 from chatapp.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 
 Role = Literal["user", "admin"]
@@ -56,7 +56,7 @@ class TokenSigner:
 
 def is_listed_admin(email: str, settings: AuthSettings) -> bool:
     """Whether `email` is in AUTH_ADMIN_EMAILS. Being listed makes an admin only once an
-    OIDC provider has verified the address (`user_for_oidc_login`); ops grant the role to
+    OIDC provider has verified the address (`identities`); ops grant the role to
     anyone else with `set_role` (`chatapp admin grant`)."""
     return email.strip().lower() in {e.strip().lower() for e in settings.admin_emails}
 
@@ -250,6 +250,12 @@ async def change_password(
     await session.commit()
 
 
+def check_password(*, user: User, password: str | None, what: str) -> None:
+    """`PermissionDenied` unless `password` is the account's (`what`: what was refused)."""
+    if not verify_password(password or "", user.password_hash):
+        raise PermissionDenied(f"the password is wrong; {what}")
+
+
 async def delete_account(*, session: AsyncSession, user: User, password: str | None) -> None:
     """Delete the user and, by cascade, their conversations, keys and sessions."""
     if user.password_hash is not None and not verify_password(password or "", user.password_hash):
@@ -323,45 +329,4 @@ async def set_user_active(
         raise InvalidRequest("admins cannot disable their own account")
     user.is_active = active
     await session.commit()
-    return user
-
-
-async def user_for_oidc_login(
-    *,
-    session: AsyncSession,
-    settings: AuthSettings,
-    provider: str,
-    subject: str,
-    email: str | None,
-    email_verified: bool,
-    display_name: str,
-) -> User:
-    """The account linked to this provider identity; the first login links to or creates
-    the account with the same verified email."""
-    user = await session.scalar(
-        select(User)
-        .join(OidcIdentity, OidcIdentity.user_id == User.id)
-        .where(OidcIdentity.provider == provider, OidcIdentity.subject == subject)
-    )
-    if user is None:
-        if not email or not email_verified:
-            raise PermissionDenied(
-                f"{provider} did not confirm a verified email address, so the login cannot be "
-                "linked to an account"
-            )
-        email = email.strip().lower()
-        user = await session.scalar(select(User).where(User.email == email))
-        if user is None:
-            user = User(
-                email=email,
-                display_name=display_name or email.split("@", 1)[0],
-                role="admin" if is_listed_admin(email, settings) else "user",
-                email_verified=True,
-            )
-            session.add(user)
-            await session.flush()
-        session.add(OidcIdentity(user_id=user.id, provider=provider, subject=subject))
-        await session.commit()
-    if not user.is_active:
-        raise PermissionDenied("this account is disabled")
     return user

@@ -289,7 +289,7 @@ def test_other_users_conversations_are_404_everywhere(http: httpx.Client) -> Non
     assert http.get(f"/api/conversations/{cid}", headers=bearer(alice)).json() == before
 
 
-def test_oidc_login_creates_and_links_the_account(
+def test_oidc_login_creates_the_account_and_finds_it_again(
     http: httpx.Client, chat_app: str, oidc_issuer: Any
 ) -> None:
     oidc_issuer.reset()
@@ -298,8 +298,7 @@ def test_oidc_login_creates_and_links_the_account(
         {"name": "testidp", "display_name": "Test IdP", "login_url": "/api/auth/oidc/testidp/login"}
     ]
     address = email()
-    # an account with the same email exists: the OIDC login links to it
-    http.post("/api/auth/register", json={"email": address, "password": PASSWORD})
+    # (linking to an existing account: tests/integration/test_oidc_attacks.py)
     oidc_issuer.user = {"sub": f"sub-{uuid.uuid4().hex}", "email": address, "email_verified": True}
     tokens = oidc_login(http)
     me = http.get("/api/me", headers=bearer(tokens)).json()

@@ -1,7 +1,8 @@
-"""/api/auth: register, OAuth2 password flow, refresh, logout, OIDC login."""
+"""/api/auth: register, OAuth2 password flow, refresh, logout, OIDC login and linking."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -9,17 +10,27 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
-from chatapp.auth import service
-from chatapp.auth.oidc import STATE_TTL_S, open_state, seal_state
+from chatapp.auth import identities, service
+from chatapp.auth.oidc import STATE_TTL_S, LoginState, OidcClient, open_state, seal_state
 from chatapp.auth.schemas import (
+    OidcLink,
+    OidcLinkStart,
     OidcProviderPublic,
     RefreshRequest,
     TokenPair,
     UserCreate,
     UserPublic,
 )
+from chatapp.db.models import User
 from chatapp.errors import NotFound, Unauthenticated
-from deployments.ingress.deps import BearerDep, SessionDep, StateDep, client_ip
+from deployments.ingress.deps import (
+    BearerDep,
+    CurrentUser,
+    IngressState,
+    SessionDep,
+    StateDep,
+    client_ip,
+)
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -105,13 +116,15 @@ async def providers(state: StateDep) -> list[OidcProviderPublic]:
     ]
 
 
-@router.get("/oidc/{name}/login")
-async def oidc_login(name: str, state: StateDep) -> RedirectResponse:
+def _provider(state: IngressState, name: str) -> OidcClient:
     client = state.oidc.get(name)
     if client is None:
         raise NotFound(f"login provider {name!r} is not configured")
-    url, login_state = await client.start()
-    response = RedirectResponse(url, status_code=302)
+    return client
+
+
+def _remember(response: Response, login_state: LoginState, state: IngressState) -> None:
+    """The login's state, nonce and verifier, for the callback in this browser only."""
     response.set_cookie(
         _STATE_COOKIE,
         seal_state(login_state, secret=state.settings.secret_key),
@@ -121,7 +134,40 @@ async def oidc_login(name: str, state: StateDep) -> RedirectResponse:
         samesite="lax",
         secure=state.settings.auth.public_url.startswith("https://"),
     )
+
+
+@router.get("/oidc/{name}/login")
+async def oidc_login(name: str, state: StateDep) -> RedirectResponse:
+    url, login_state = await _provider(state, name).start()
+    response = RedirectResponse(url, status_code=302)
+    _remember(response, login_state, state)
     return response
+
+
+@router.post("/oidc/{name}/link")
+async def oidc_link(
+    name: str,
+    body: OidcLink,
+    user: CurrentUser,
+    state: StateDep,
+    session: SessionDep,
+    response: Response,
+) -> OidcLinkStart:
+    """Start linking this provider to the logged-in account (the way for an account made
+    with a password, whose email nobody verified, to log in with the provider too). Needs
+    the password, or for an account without one a login of the last 10 minutes. Send the
+    browser to `authorization_url`; the callback then logs it in like a login."""
+    client = _provider(state, name)
+    account = await session.get(User, user.id)
+    if account is None:
+        raise NotFound("account not found")
+    if account.password_hash is not None:
+        service.check_password(user=account, password=body.password, what="nothing was linked")
+    else:
+        await identities.check_fresh_login(session=session, session_id=user.session_id)
+    url, login_state = await client.start(link_user=str(user.id))
+    _remember(response, login_state, state)
+    return OidcLinkStart(authorization_url=url)
 
 
 @router.get("/oidc/{name}/callback")
@@ -136,22 +182,31 @@ async def oidc_callback(
 ) -> RedirectResponse:
     """Finish the login, then send the browser to the chat page with its tokens in the
     URL fragment (never sent to a server)."""
-    client = state.oidc.get(name)
-    if client is None:
-        raise NotFound(f"login provider {name!r} is not configured")
+    client = _provider(state, name)
     if error or not code or not state_param:
         raise Unauthenticated(f"{client.provider.display_name} did not complete the login")
     login_state = open_state(request.cookies.get(_STATE_COOKIE), secret=state.settings.secret_key)
     identity = await client.finish(code=code, state=state_param, login=login_state)
-    user = await service.user_for_oidc_login(
-        session=session,
-        settings=state.settings.auth,
-        provider=name,
-        subject=identity.subject,
-        email=identity.email,
-        email_verified=identity.email_verified,
-        display_name=identity.name,
-    )
+    if login_state.link_user is not None:
+        user = await identities.link_identity(
+            session=session,
+            settings=state.settings.auth,
+            user_id=uuid.UUID(login_state.link_user),
+            provider=name,
+            subject=identity.subject,
+            email=identity.email,
+            email_verified=identity.email_verified,
+        )
+    else:
+        user = await identities.user_for_oidc_login(
+            session=session,
+            settings=state.settings.auth,
+            provider=name,
+            subject=identity.subject,
+            email=identity.email,
+            email_verified=identity.email_verified,
+            display_name=identity.name,
+        )
     tokens = await service.start_session(session=session, signer=state.signer, user=user)
     fragment = urlencode(
         {
