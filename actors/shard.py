@@ -32,6 +32,7 @@ class ConversationShard:
             sessionmaker=make_sessionmaker(self._engine),
             hot_turns=settings.shards.hot_turns,
             max_hot=settings.shards.max_hot,
+            max_hot_bytes=settings.shards.max_hot_bytes,
             idle_timeout_s=settings.shards.idle_timeout_s,
         )
         self._sweep_every = min(60.0, settings.shards.idle_timeout_s / 2)
@@ -54,6 +55,10 @@ class ConversationShard:
 
     async def hot_ids(self) -> list[uuid.UUID]:
         return self._store.hot_ids()
+
+    async def hot_bytes(self) -> int:
+        """Estimated memory of this shard's hot conversations (benchmarks, ops)."""
+        return self._store.hot_bytes()
 
     # The ConversationShards port, each method the store's own (see chatapp/chat/ports.py).
 

@@ -36,6 +36,16 @@ class DatabaseSettings(BaseSettings):
     var_dir: Path = Field(Path("var"), description="Folder for the embedded SQLite database.")
     echo: bool = Field(False, description="Log every SQL statement (debugging only).")
     pool_size: int = Field(10, ge=1, description="Connections per process (PostgreSQL).")
+    pool_pre_ping: bool = Field(
+        False,
+        description="Test each pooled connection with a round trip before using it "
+        "(PostgreSQL). Off by default: it costs a round trip per transaction on the chat "
+        "path. Without it a database restart fails the requests on a pooled connection at "
+        "that moment; the first such failure refreshes the whole pool.",
+    )
+    pool_recycle_s: float = Field(
+        1800, gt=0, description="Replace pooled connections older than this (PostgreSQL)."
+    )
 
     def resolved_url(self) -> str:
         """The URL to connect to, with the embedded default filled in."""
@@ -127,6 +137,12 @@ class ShardSettings(BaseSettings):
     namespace: str = Field("chatapp", description="Ray namespace of the shard actors.")
     max_hot: int = Field(
         2000, ge=1, description="Hot conversations per shard before the least recent is passivated."
+    )
+    max_hot_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Estimated memory of the hot conversations of one shard (their recent "
+        "messages) before the least recent are passivated: long chats count by size.",
     )
     idle_timeout_s: float = Field(
         600.0, gt=0, description="Seconds without use before a conversation is passivated."

@@ -18,7 +18,7 @@ from chatapp.llm.catalog import SELF_HOSTED
 from chatapp.llm.registry import build_providers
 from chatapp.llm.router import build_router
 from chatapp.metrics import ProviderMetrics
-from deployments.handles import StreamError, from_wire, to_wire
+from deployments.handles import StreamError, from_wire, pickled, to_wire
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class SelfHostedProvider(ChatProvider):
     name = SELF_HOSTED
 
     def __init__(self, handle: DeploymentHandle) -> None:
-        self._handle = handle.options(stream=True)
+        self._handle = pickled(handle).options(stream=True)
 
     def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams, *, model: str

@@ -16,6 +16,7 @@ produces nothing, `abort_turn` puts the removed messages back.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -33,6 +34,13 @@ from chatapp.llm.base import ChatMessage
 _TITLE_CHARS = 60
 _STALE_TURN_S = 900.0  # a turn left open this long (its ingress died) no longer blocks
 _REWRITE_TTL_S = 60.0  # a prepared rewrite not followed by its turn this long is dropped
+# Memory estimates: a conversation's own state, and a message beyond its text.
+_CONVERSATION_BYTES = 1200
+_MESSAGE_BYTES = 120
+
+
+def _message_bytes(message: ChatMessage) -> int:
+    return _MESSAGE_BYTES + sys.getsizeof(message.content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +65,13 @@ class HotConversation:
     rewrite: PendingRewrite | None = None
     undo: list[MessagePublic] | None = None  # what this turn's rewrite removed
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    size: int = 0  # estimated bytes: see `ConversationStore._resize`
 
     def busy(self) -> bool:
         return self.turn_started is not None or self.rewrite is not None
+
+    def measure(self) -> int:
+        return _CONVERSATION_BYTES + sum(map(_message_bytes, self.recent))
 
 
 class ConversationStore:
@@ -70,14 +82,17 @@ class ConversationStore:
         hot_turns: int,
         max_hot: int,
         idle_timeout_s: float,
+        max_hot_bytes: int = 128 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._hot_turns = hot_turns
         self._max_hot = max_hot
+        self._max_hot_bytes = max_hot_bytes
         self._idle_timeout_s = idle_timeout_s
         self._clock = clock
         self._hot: OrderedDict[uuid.UUID, HotConversation] = OrderedDict()
+        self._hot_bytes = 0  # the sum of the hot conversations' sizes
         self._activating: dict[uuid.UUID, asyncio.Lock] = {}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -85,17 +100,31 @@ class ConversationStore:
     def hot_ids(self) -> list[uuid.UUID]:
         return list(self._hot)
 
+    def hot_bytes(self) -> int:
+        """Estimated memory of the hot conversations."""
+        return self._hot_bytes
+
+    def _resize(self, hot: HotConversation) -> None:
+        """Re-measure `hot` after its recent messages changed (if it is still hot)."""
+        if self._hot.get(hot.id) is hot:
+            size = hot.measure()
+            self._hot_bytes += size - hot.size
+            hot.size = size
+
     async def _activate(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> HotConversation:
         hot = self._hot.get(conversation_id)
         if hot is None:
             lock = self._activating.setdefault(conversation_id, asyncio.Lock())
-            async with lock:
-                hot = self._hot.get(conversation_id)
-                if hot is None:
-                    hot = await self._load(conversation_id, user_id)
-                    self._hot[conversation_id] = hot
-                    self._evict_over_capacity()
-            self._activating.pop(conversation_id, None)
+            try:
+                async with lock:
+                    hot = self._hot.get(conversation_id)
+                    if hot is None:
+                        hot = await self._load(conversation_id, user_id)
+                        self._hot[conversation_id] = hot
+                        self._resize(hot)
+                        self._evict_over_capacity()
+            finally:  # also when the load failed: unknown ids must not pile up locks
+                self._activating.pop(conversation_id, None)
         elif hot.user_id != user_id:
             # Same answer as for a missing conversation: never confirm someone else's id.
             async with self._sessionmaker() as session:
@@ -126,23 +155,31 @@ class ConversationStore:
             last_used=self._clock(),
         )
 
+    def _over_capacity(self) -> bool:
+        return len(self._hot) > self._max_hot or self._hot_bytes > self._max_hot_bytes
+
     def _evict_over_capacity(self) -> None:
+        """Passivate the least recently used idle conversations while over either bound."""
+        if not self._over_capacity():
+            return
         for conversation_id in list(self._hot):
-            if len(self._hot) <= self._max_hot:
+            if not self._over_capacity():
                 return
             if not self._hot[conversation_id].busy():
-                del self._hot[conversation_id]
+                self.forget(conversation_id)
 
     def passivate_idle(self) -> int:
         """Drop conversations idle longer than the timeout; returns how many."""
         cutoff = self._clock() - self._idle_timeout_s
         idle = [cid for cid, hot in self._hot.items() if hot.last_used < cutoff and not hot.busy()]
         for cid in idle:
-            del self._hot[cid]
+            self.forget(cid)
         return len(idle)
 
     def forget(self, conversation_id: uuid.UUID) -> None:
-        self._hot.pop(conversation_id, None)
+        hot = self._hot.pop(conversation_id, None)
+        if hot is not None:
+            self._hot_bytes -= hot.size
 
     async def delete(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         """Delete the conversation and its messages (the owner's only)."""
@@ -213,6 +250,7 @@ class ConversationStore:
             if undone and hot.next_seq == user_seq + 1:
                 hot.next_seq = user_seq
                 hot.recent.pop()
+                self._resize(hot)
                 if hot.turn_set_title:
                     hot.title = ""
             elif undone:
@@ -286,11 +324,12 @@ class ConversationStore:
         hot.next_seq = rewrite.from_seq + 1
         hot.recent.clear()
         hot.recent.extend(ChatMessage(r.role, r.content) for r in rows)  # type: ignore[arg-type]
+        self._resize(hot)
         hot.turn_started = now
         hot.turn_set_title = False
         hot.undo = removed
         return TurnStart(
-            user_message=MessagePublic.model_validate(row),
+            user_message=row,
             history=list(hot.recent),
             reply_seq=hot.next_seq,
         )
@@ -312,7 +351,7 @@ class ConversationStore:
         """Append the user's text or a reply, through to SQL, then to the hot history."""
         try:
             async with self._sessionmaker() as session:
-                row = await repository.append_message(
+                stored = await repository.append_message(
                     session=session,
                     conversation_id=hot.id,
                     seq=hot.next_seq,
@@ -329,4 +368,6 @@ class ConversationStore:
             hot.recent.append(ChatMessage("user", message))
         else:
             hot.recent.append(ChatMessage("assistant", message.content))
-        return MessagePublic.model_validate(row)
+        self._resize(hot)
+        self._evict_over_capacity()
+        return stored

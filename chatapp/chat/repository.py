@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -142,20 +142,38 @@ async def list_messages(
     return list(reversed(rows[:limit])), has_more
 
 
-def _reply_columns(reply: ReplyRecord) -> dict[str, Any]:
+def _columns(message: str | ReplyRecord) -> dict[str, Any]:
+    if isinstance(message, str):
+        return {
+            "role": "user",
+            "content": message,
+            "status": "complete",
+            "finish_reason": None,
+            "model": None,
+            "provider": None,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost_usd": 0.0,
+            "cached": False,
+            "sources": None,
+        }
     return {
         "role": "assistant",
-        "content": reply.content,
-        "status": reply.status,
-        "finish_reason": reply.finish_reason,
-        "model": reply.model,
-        "provider": reply.provider,
-        "prompt_tokens": reply.prompt_tokens,
-        "completion_tokens": reply.completion_tokens,
-        "cost_usd": reply.cost_usd,
-        "cached": reply.cached,
-        "sources": [s.model_dump(mode="json") for s in reply.sources] or None,
+        "content": message.content,
+        "status": message.status,
+        "finish_reason": message.finish_reason,
+        "model": message.model,
+        "provider": message.provider,
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "cost_usd": message.cost_usd,
+        "cached": message.cached,
+        "sources": [s.model_dump(mode="json") for s in message.sources] or None,
     }
+
+
+_MESSAGES = cast(Table, Message.__table__)
+_CONVERSATIONS = cast(Table, Conversation.__table__)
 
 
 async def append_message(
@@ -165,28 +183,30 @@ async def append_message(
     seq: int,
     message: str | ReplyRecord,
     title: str | None = None,
-) -> Message:
+) -> MessagePublic:
     """Insert message `seq` (the user's text, or an assistant reply) and touch the
     conversation, in one transaction.
 
-    `Conflict` when `seq` is taken (a stale writer) or the conversation is gone.
+    `Conflict` when `seq` is taken (a stale writer) or the conversation is gone. Core
+    statements, not the ORM's unit of work: this runs twice per chat turn, and the ORM's
+    flush was most of a shard's CPU.
     """
     now = utcnow()
-    columns = (
-        {"role": "user", "content": message}
-        if isinstance(message, str)
-        else _reply_columns(message)
-    )
-    row = Message(conversation_id=conversation_id, created_at=now, seq=seq, **columns)
-    session.add(row)
+    row = {
+        "id": uuid.uuid4(),
+        "conversation_id": conversation_id,
+        "seq": seq,
+        "created_at": now,
+        **_columns(message),
+    }
     # updated_at is always the time of the newest message (or of creation).
     values: dict[str, object] = {"updated_at": now}
     if title is not None:
         values["title"] = title
     try:
-        await session.flush()
+        await session.execute(insert(_MESSAGES).values(row))
         touched = await session.execute(
-            update(Conversation).where(Conversation.id == conversation_id).values(**values)
+            update(_CONVERSATIONS).where(_CONVERSATIONS.c.id == conversation_id).values(values)
         )
         if touched.rowcount == 0:  # type: ignore[attr-defined]
             raise NotFound(f"conversation {conversation_id} not found")
@@ -200,7 +220,7 @@ async def append_message(
     except NotFound:
         await session.rollback()
         raise
-    return row
+    return MessagePublic.model_validate(row)
 
 
 async def delete_last_message(
@@ -254,7 +274,7 @@ async def last_user_message(*, session: AsyncSession, conversation_id: uuid.UUID
 
 async def replace_messages(
     *, session: AsyncSession, conversation_id: uuid.UUID, from_seq: int, content: str
-) -> tuple[Message, list[MessagePublic]]:
+) -> tuple[MessagePublic, list[MessagePublic]]:
     """Delete messages `from_seq` and later and store `content` as user message `from_seq`,
     in one transaction. Returns the new message and what was removed (for an undo)."""
     removed = [
@@ -268,7 +288,7 @@ async def replace_messages(
     await session.execute(
         delete(Message).where(Message.conversation_id == conversation_id, Message.seq >= from_seq)
     )
-    # append_message flushes and commits in the same transaction: both or neither.
+    # append_message writes and commits in the same transaction: both or neither.
     message = await append_message(
         session=session, conversation_id=conversation_id, seq=from_seq, message=content
     )

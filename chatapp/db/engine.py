@@ -33,7 +33,10 @@ def make_engine(settings: DatabaseSettings) -> AsyncEngine:
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs.update(
-            pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True
+            pool_size=settings.pool_size,
+            max_overflow=settings.pool_size,
+            pool_pre_ping=settings.pool_pre_ping,
+            pool_recycle=settings.pool_recycle_s,
         )
     engine = create_async_engine(url, **kwargs)
     if _is_sqlite(url):

@@ -28,6 +28,7 @@ def store(sessionmaker: Any, clock: Clock | None = None, **kw: Any) -> Conversat
         hot_turns=kw.get("hot_turns", 16),
         max_hot=kw.get("max_hot", 100),
         idle_timeout_s=kw.get("idle_timeout_s", 60),
+        max_hot_bytes=kw.get("max_hot_bytes", 1 << 30),
         clock=clock or Clock(),
     )
 
@@ -132,3 +133,35 @@ async def test_someone_elses_conversation_is_not_found(sessionmaker: Any) -> Non
     await turn(s, user_id, conv_id, "mine")
     with pytest.raises(NotFound):
         await s.begin_turn(conversation_id=conv_id, user_id=uuid.uuid4(), content="hijack")
+
+
+async def test_long_chats_are_bounded_by_memory_and_lose_nothing(sessionmaker: Any) -> None:
+    """Hot conversations are passivated by their size too, least recent first; a
+    passivated chat comes back whole from SQL."""
+    s = store(sessionmaker, max_hot_bytes=50_000)
+    essay = "x" * 9_000  # each turn keeps ~18 kB hot (question and its echoed reply)
+    chats = [await setup(sessionmaker) for _ in range(3)]
+    for user_id, conv_id in chats:
+        await turn(s, user_id, conv_id, f"{conv_id} {essay}")
+    assert s.hot_bytes() <= 50_000
+    assert s.hot_ids() == [chats[1][1], chats[2][1]]  # the least recent went first
+    user_id, conv_id = chats[0]
+    again = await turn(s, user_id, conv_id, "and now?")
+    assert again.user_message.seq == 2
+    assert [m.content for m in again.history] == [
+        f"{conv_id} {essay}",
+        f"re: {conv_id} {essay}",
+        "and now?",
+    ]
+    assert s.hot_bytes() <= 50_000 and conv_id in s.hot_ids()
+
+
+async def test_unknown_conversations_leave_nothing_behind(sessionmaker: Any) -> None:
+    """Asking for ids that do not exist (an attacker's scan) must not grow the shard."""
+    s = store(sessionmaker)
+    user_id, _ = await setup(sessionmaker)
+    for _ in range(50):
+        with pytest.raises(NotFound):
+            await s.begin_turn(conversation_id=uuid.uuid4(), user_id=user_id, content="hi")
+    assert s.hot_ids() == [] and s.hot_bytes() == 0
+    assert s._activating == {}  # no activation lock per unknown id
