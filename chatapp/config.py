@@ -213,7 +213,9 @@ class AuthSettings(BaseSettings):
     chat_token_limit: str = Field("200000/minute", description="Chat tokens per user.")
     login_ip_limit: str = Field("30/15minutes", description="Login attempts per client IP.")
     login_failure_limit: str = Field(
-        "5/15minutes", description="Failed logins per account before it is locked for a while."
+        "5/15minutes",
+        description="Password checks per account (login, password change, account deletion, "
+        "provider linking) before they are refused for a while; a correct password clears it.",
     )
     register_ip_limit: str = Field("20/hour", description="Registrations per client IP.")
     cors_origins: list[str] = Field(

@@ -16,7 +16,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatapp.auth.passwords import check_password_strength, hash_password, verify_password
+from chatapp.auth.passwords import (
+    check_password_strength,
+    hash_password_off_loop,
+    verify_password_off_loop,
+)
 from chatapp.auth.schemas import TokenPair
 from chatapp.auth.tokens import (
     API_KEY_PREFIX,
@@ -71,7 +75,7 @@ async def register_user(
     user = User(
         email=email,
         display_name=display_name.strip() or email.split("@", 1)[0],
-        password_hash=hash_password(password),
+        password_hash=await hash_password_off_loop(password),
         # Never admin, even with a listed email: nobody has proven they own the address.
         role="user",
     )
@@ -87,7 +91,7 @@ async def register_user(
 async def authenticate(*, session: AsyncSession, email: str, password: str) -> User | None:
     """The active user with this email and password, or None (in constant-ish time)."""
     user = await session.scalar(select(User).where(User.email == email.strip().lower()))
-    ok = verify_password(password, user.password_hash if user else None)
+    ok = await verify_password_off_loop(password, user.password_hash if user else None)
     if user is None or not ok or not user.is_active:
         return None
     return user
@@ -234,10 +238,11 @@ async def change_password(
     keep_session: uuid.UUID | None,
 ) -> None:
     """Set a new password and end every other session."""
-    if not verify_password(current, user.password_hash):
-        raise PermissionDenied("the current password is wrong")
+    # Rules first: a weak new password costs no password check (and no lockout count).
     check_password_strength(new, email=user.email, min_length=settings.password_min_length)
-    user.password_hash = hash_password(new)
+    if not await verify_password_off_loop(current, user.password_hash):
+        raise PermissionDenied("the current password is wrong")
+    user.password_hash = await hash_password_off_loop(new)
     await session.execute(
         update(AuthSession)
         .where(
@@ -250,16 +255,16 @@ async def change_password(
     await session.commit()
 
 
-def check_password(*, user: User, password: str | None, what: str) -> None:
+async def check_password(*, user: User, password: str | None, what: str) -> None:
     """`PermissionDenied` unless `password` is the account's (`what`: what was refused)."""
-    if not verify_password(password or "", user.password_hash):
+    if not await verify_password_off_loop(password or "", user.password_hash):
         raise PermissionDenied(f"the password is wrong; {what}")
 
 
 async def delete_account(*, session: AsyncSession, user: User, password: str | None) -> None:
     """Delete the user and, by cascade, their conversations, keys and sessions."""
-    if user.password_hash is not None and not verify_password(password or "", user.password_hash):
-        raise PermissionDenied("the password is wrong; the account was not deleted")
+    if user.password_hash is not None:
+        await check_password(user=user, password=password, what="the account was not deleted")
     await session.delete(user)
     await session.commit()
 

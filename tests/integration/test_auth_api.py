@@ -408,7 +408,7 @@ def test_brute_force_locks_the_account(limited_app: str) -> None:
         assert codes == [401, 401, 401, 429]
         locked = http.post("/api/auth/token", data={"username": address, "password": PASSWORD})
         assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
-        assert "failed logins" in locked.json()["error"]["message"]
+        assert "failed password checks" in locked.json()["error"]["message"]
 
 
 def test_token_rate_limit_counts_what_replies_used(limited_app: str) -> None:

@@ -20,6 +20,7 @@ from chatapp.auth.schemas import (
 from chatapp.db.models import User
 from chatapp.errors import NotFound
 from deployments.ingress.deps import CurrentAdmin, CurrentUser, SessionDep, StateDep
+from deployments.ingress.lockout import password_attempt
 
 router = APIRouter(tags=["account"])
 
@@ -40,24 +41,30 @@ async def me(user: CurrentUser, session: SessionDep) -> UserPublic:
 async def change_password(
     body: PasswordChange, user: CurrentUser, state: StateDep, session: SessionDep
 ) -> Response:
-    """Set a new password; every other session is logged out."""
-    await service.change_password(
-        session=session,
-        settings=state.settings.auth,
-        user=await _user(session, user.id),
-        current=body.current_password,
-        new=body.new_password,
-        keep_session=user.session_id,
-    )
+    """Set a new password; every other session is logged out. Wrong current passwords
+    count towards the account's lockout, like failed logins."""
+    account = await _user(session, user.id)
+    async with password_attempt(state, account.email):
+        await service.change_password(
+            session=session,
+            settings=state.settings.auth,
+            user=account,
+            current=body.current_password,
+            new=body.new_password,
+            keep_session=user.session_id,
+        )
     return Response(status_code=204)
 
 
 @router.delete("/api/me", status_code=204)
-async def delete_account(body: AccountDelete, user: CurrentUser, session: SessionDep) -> Response:
-    """Delete the account with all its conversations, keys and sessions."""
-    await service.delete_account(
-        session=session, user=await _user(session, user.id), password=body.password
-    )
+async def delete_account(
+    body: AccountDelete, user: CurrentUser, state: StateDep, session: SessionDep
+) -> Response:
+    """Delete the account with all its conversations, keys and sessions. Wrong passwords
+    count towards the account's lockout, like failed logins."""
+    account = await _user(session, user.id)
+    async with password_attempt(state, account.email):
+        await service.delete_account(session=session, user=account, password=body.password)
     return Response(status_code=204)
 
 

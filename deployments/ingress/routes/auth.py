@@ -31,6 +31,7 @@ from deployments.ingress.deps import (
     StateDep,
     client_ip,
 )
+from deployments.ingress.lockout import password_attempt
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -67,14 +68,10 @@ async def login(
     """OAuth2 password flow: form fields `username` (the email) and `password`."""
     limits, email = state.settings.auth, form.username.strip().lower()
     await state.limiter.hit(limits.login_ip_limit, "login-ip", client_ip(request), what="logins")
-    await state.limiter.check(
-        limits.login_failure_limit, "login-fail", email, what="failed logins for this account"
-    )
-    user = await service.authenticate(session=session, email=email, password=form.password)
-    if user is None:
-        await state.limiter.record(limits.login_failure_limit, "login-fail", email, cost=1)
-        raise Unauthenticated("wrong email or password")
-    await state.limiter.reset(limits.login_failure_limit, "login-fail", email)
+    async with password_attempt(state, email):
+        user = await service.authenticate(session=session, email=email, password=form.password)
+        if user is None:
+            raise Unauthenticated("wrong email or password")
     return await service.start_session(session=session, signer=state.signer, user=user)
 
 
@@ -162,7 +159,10 @@ async def oidc_link(
     if account is None:
         raise NotFound("account not found")
     if account.password_hash is not None:
-        service.check_password(user=account, password=body.password, what="nothing was linked")
+        async with password_attempt(state, account.email):
+            await service.check_password(
+                user=account, password=body.password, what="nothing was linked"
+            )
     else:
         await identities.check_fresh_login(session=session, session_id=user.session_id)
     url, login_state = await client.start(link_user=str(user.id))
