@@ -41,7 +41,9 @@ web:
 
 bench: install
 	$(BIN)/python bench/chat_turn.py
+	$(BIN)/python bench/users.py --quick
 	$(BIN)/python bench/rag.py
+	$(BIN)/python bench/gateway.py --quick
 
 eval: install
 	$(BIN)/python -m pipelines.evaluate_retrieval --sources README.md docs --dataset pipelines/data/docs-qa
