@@ -7,7 +7,8 @@
   cache or retrieval where the checkout's Settings has them) and a bench account when /api
   needs a login; optionally under Ray Serve's environment flags (`flag_configs`), then also
   reachable on the ingress replica's own port;
-- a temporary PostgreSQL database for ChatApp (`temporary_pg_database`).
+- a temporary PostgreSQL database for ChatApp (`temporary_pg_database`) and its connections
+  in use (`pg_connections`); a run's Redis keys removed (`clear_redis_prefix`).
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def start_chatapp(
     print(
         f"  ChatApp [{work.name}] up in {time.monotonic() - t0:.0f} s (proxy :{port})", flush=True
     )
-    if any(k in flags for k in DIRECT_FLAGS):
+    if any(flags.get(k) == "1" for k in DIRECT_FLAGS):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and "direct" not in server.urls:
             for p in range(direct_base, direct_base + 10):
@@ -267,24 +268,29 @@ def _haproxy_available() -> bool:
 
 
 def flag_configs(*, with_flags: bool) -> list[tuple[str, dict[str, str]]]:
-    """(name, Ray Serve environment flags) of each ChatApp configuration to measure: plain,
-    and with `with_flags` direct ingress, throughput-optimized and (given haproxy)
-    HAProxy."""
+    """(name, Ray Serve environment flags) of each ChatApp configuration to measure: the
+    checkout's own default (`chatapp run`: HAProxy and throughput-optimized since they
+    measured best), and with `with_flags` Serve's defaults, direct ingress alone,
+    throughput-optimized behind Serve's Python proxy, and HAProxy. Each row sets every flag
+    it depends on, since `chatapp run` only fills in the ones not given."""
     out: list[tuple[str, dict[str, str]]] = [("chatapp", {})]
-    if with_flags:
-        out += [
-            ("chatapp DIRECT_INGRESS", {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}),
-            ("chatapp THROUGHPUT_OPT", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
-        ]
-        if _haproxy_available():
-            out.append(
-                (
-                    "chatapp HA_PROXY",
-                    {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
-                )
+    if not with_flags:
+        return out
+    off = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    out += [
+        ("chatapp SERVE_DEFAULTS", off),
+        ("chatapp DIRECT_INGRESS", {**off, "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}),
+        ("chatapp THROUGHPUT_OPT", {**off, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
+    ]
+    if _haproxy_available():
+        out.append(
+            (
+                "chatapp HA_PROXY",
+                {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
             )
-        else:
-            print("note: no haproxy binary: RAY_SERVE_ENABLE_HA_PROXY row skipped", flush=True)
+        )
+    else:
+        print("note: no haproxy binary: RAY_SERVE_ENABLE_HA_PROXY row skipped", flush=True)
     return out
 
 
@@ -318,3 +324,45 @@ def temporary_pg_database(admin_url: str) -> Iterator[str]:
             _pg(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         except Exception as exc:
             print(f"note: could not drop database {name}: {exc}")
+
+
+def pg_connections(admin_url: str, dbname: str) -> dict[str, int] | None:
+    """Connections to database `dbname` by state ("active", "idle", "idle in transaction",
+    from ``pg_stat_activity``), asked through ADMIN_URL's database (so the asking connection
+    is not counted); None when PostgreSQL does not answer."""
+    import asyncpg
+
+    async def count() -> dict[str, int]:
+        conn = await asyncpg.connect(admin_url, timeout=10)
+        try:
+            rows = await conn.fetch(
+                "SELECT coalesce(state, '?') AS state, count(*) AS n FROM pg_stat_activity "
+                "WHERE datname = $1 GROUP BY 1",
+                dbname,
+            )
+            return {str(r["state"]): int(r["n"]) for r in rows}
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(count())
+    except Exception as exc:
+        print(f"note: PostgreSQL connections not read: {exc}", flush=True)
+        return None
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+def clear_redis_prefix(url: str, prefix: str) -> None:
+    """Delete a run's keys: everything under its own unique `prefix`."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.delete(*keys[i : i + 1000])
+        client.close()
+    except Exception as exc:
+        print(f"note: Redis keys under {prefix} not deleted: {exc}", flush=True)

@@ -13,16 +13,13 @@ import sys
 import threading
 
 from chatapp.config import Settings
+from deployments.serve_env import use_serve_fast_path
 
 
 def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if args.address is None:
-        # Read by Serve's processes when they start, so set before Ray starts: gRPC between
-        # replicas and direct ingress cut the CPU of a chat turn by ~40%
-        # (bench/chat_turn.py --flags). A joined cluster keeps its own setting.
-        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+    if args.address is None:  # a joined cluster keeps its own Serve flags
+        use_serve_fast_path()
     import ray
     from ray import serve
 

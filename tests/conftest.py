@@ -13,10 +13,17 @@ from typing import Any
 
 import pytest
 
+from deployments.serve_env import use_serve_fast_path
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# The same Serve fast path `chatapp run` uses (see deployments/cli.py).
-os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+# The same Serve fast path `chatapp run` uses, HAProxy included; HAProxy's fixed ports
+# moved to free ones, so test sessions side by side on one machine do not collide.
+use_serve_fast_path()
+for _port in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"):
+    if _port not in os.environ:
+        with socket.socket() as _s:
+            _s.bind(("127.0.0.1", 0))
+            os.environ[_port] = str(_s.getsockname()[1])
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
