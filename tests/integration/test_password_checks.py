@@ -49,23 +49,15 @@ def worst_healthz_ms(chat_app: str, request: Callable[[int], int]) -> tuple[floa
 def test_parallel_wrong_passwords_neither_stall_the_replica_nor_get_past_the_lockout(
     http: httpx.Client, chat_app: str
 ) -> None:
-    """50 parallel wrong `POST /api/me/password` while /healthz is polled.
-
-    Bound: /healthz is no slower than during 50 parallel `GET /api/me` of the same account
-    (the cost of the requests themselves, measured before and after in the same run) plus
-    1 s. Before the fix /healthz stalled ~29 s (50 argon2 checks in a row on the loop);
-    after it, 5 checks run in a thread pool. On a quiet 2-core machine the worst /healthz
-    is ~0.1-0.3 s either way; with other test runs sharing the machine (load ~30) the
-    baseline itself reaches 3-6 s, hence a bound relative to it. And exactly 5 guesses
-    (AUTH_LOGIN_FAILURE_LIMIT, counted atomically before each check) reach the password
-    check; the other 45 get 429."""
+    """50 parallel wrong `POST /api/me/password` while /healthz is polled: the replica
+    keeps answering, and exactly 5 guesses (AUTH_LOGIN_FAILURE_LIMIT, counted atomically
+    before each check) reach the password check; the other 45 get 429. That the checks run
+    off the event loop is asserted without a clock in tests/unit/test_passwords.py; the
+    /healthz latency is printed, not asserted (it depends on the machine's load: ~0.1-0.3 s
+    quiet, seconds with other runs beside it; before the fix ~29 s)."""
     address = email()
     assert register(http, address).status_code == 201
     tokens = login(http, address)
-
-    def me(_: int) -> int:
-        with httpx.Client(base_url=chat_app, timeout=120) as client:
-            return client.get("/api/me", headers=bearer(tokens)).status_code
 
     def guess(i: int) -> int:
         with httpx.Client(base_url=chat_app, timeout=120) as client:
@@ -75,12 +67,8 @@ def test_parallel_wrong_passwords_neither_stall_the_replica_nor_get_past_the_loc
                 headers=bearer(tokens),
             ).status_code
 
-    before, _ = worst_healthz_ms(chat_app, me)
     worst, codes = worst_healthz_ms(chat_app, guess)
-    after, _ = worst_healthz_ms(chat_app, me)
-    baseline = max(before, after)
-    print(f"/healthz worst: {worst:.0f} ms (50 wrong passwords), {baseline:.0f} ms (50 /api/me)")
-    assert worst <= baseline + 1000, f"/healthz stalled {worst:.0f} ms ({baseline:.0f} ms)"
+    print(f"/healthz worst during 50 wrong passwords: {worst:.0f} ms")
     assert set(codes) == {403, 429} and codes.count(403) == 5, codes
 
     # the account is locked for every route that checks its password, the right one too
