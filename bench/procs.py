@@ -3,9 +3,9 @@
 A `Supervisor` starts each system under test in its own session, with a marker
 (``CHATAPP_BENCH_RUN=<token>``) in its environment that every process it spawns inherits,
 Ray's included. The marker is how the run finds what to measure (`cpu_snapshot`,
-`cpu_delta`: cores per process, named by role) and what to kill (`Supervisor.stop`):
-never a process the run did not start. Children get SIGTERM when the benchmark dies,
-however it dies (`die_with_parent`).
+`cpu_delta`: cores per process, named by role; `rss_by_process`: their resident memory)
+and what to kill (`Supervisor.stop`): never a process the run did not start. Children get
+SIGTERM when the benchmark dies, however it dies (`die_with_parent`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the checkout: cwd of the bench's s
 MARKER = "CHATAPP_BENCH_RUN"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 # --------------------------------------------------------------------------- ports & HTTP
@@ -165,6 +166,51 @@ def cpu_delta(a: CpuSnapshot, b: CpuSnapshot) -> CpuUsage:
     total = b.machine[0] - a.machine[0]
     busy = total - (b.machine[1] - a.machine[1])
     return CpuUsage(by_label, busy / total * NCPU if total else 0.0)
+
+
+def pg_backend_cpu_s(dbname: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving database `dbname` on this
+    machine (a backend retitles itself "postgres: [CLUSTER:] USER DBNAME HOST(PORT) STATE")."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read().split(b"\0")[0].split()
+        except OSError:
+            continue
+        if title[:1] == [b"postgres:"] and dbname.encode() in title[1:4]:
+            ticks = _cpu_ticks(int(entry))
+            if ticks is not None:
+                out[int(entry)] = ticks / CLK_TCK
+    return out
+
+
+def _rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def rss_by_process(token: str) -> dict[str, int]:
+    """Resident memory (bytes) per process label of the marked processes, named as
+    `cpu_delta` names them ("label xN": the sum of N alike)."""
+    sizes: list[tuple[str, int]] = []
+    for pid in marked_pids(token):
+        rss = _rss_bytes(pid)
+        if rss is not None:
+            sizes.append((process_label(pid), rss))
+    count: dict[str, int] = {}
+    for label, _ in sizes:
+        count[label] = count.get(label, 0) + 1
+    out: dict[str, int] = {}
+    for label, rss in sizes:
+        key = label if count[label] == 1 else f"{label} x{count[label]}"
+        out[key] = out.get(key, 0) + rss
+    return out
 
 
 # --------------------------------------------------------------------------- supervision
