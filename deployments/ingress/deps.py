@@ -78,23 +78,32 @@ def _principal(user: User, session_id: uuid.UUID | None) -> Principal:
     return Principal(id=user.id, email=user.email, role=user.role, session_id=session_id)
 
 
-async def get_current_user(state: StateDep, session: SessionDep, token: BearerDep) -> Principal:
+# Authentication uses a session of its own, closed as soon as the caller is known: the
+# request's `SessionDep` lives until the response ends, which for a streamed reply held a
+# pooled connection (idle in transaction) for the whole stream and capped concurrent
+# streams at the pool's size.
+
+
+async def get_current_user(state: StateDep, token: BearerDep) -> Principal:
     """A logged-in user (JWT access token)."""
     if not token:
         raise InvalidToken("log in first: send `Authorization: Bearer <access token>`")
     if token.startswith(API_KEY_PREFIX):
         raise InvalidToken("API keys work on the /v1 API; log in to use /api")
-    user, session_id = await service.user_for_access_token(
-        session=session, signer=state.signer, token=token
-    )
+    async with state.sessionmaker() as session:
+        user, session_id = await service.user_for_access_token(
+            session=session, signer=state.signer, token=token
+        )
     return _principal(user, session_id)
 
 
-async def get_api_user(state: StateDep, session: SessionDep, token: BearerDep) -> Principal:
+async def get_api_user(state: StateDep, token: BearerDep) -> Principal:
     """A logged-in user or an API key (`Authorization: Bearer cak_…`), for /v1."""
     if token and token.startswith(API_KEY_PREFIX):
-        return _principal(await service.user_for_api_key(session=session, key=token), None)
-    return await get_current_user(state, session, token)
+        async with state.sessionmaker() as session:
+            user = await service.user_for_api_key(session=session, key=token)
+        return _principal(user, None)
+    return await get_current_user(state, token)
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]

@@ -3,6 +3,8 @@ stored as if it were whole, and the conversation stays usable."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,6 +43,24 @@ def sim_apps(chat_app: str, pg_url: str) -> Iterator[str]:
     for name, overrides in apps.items():
         serve.delete(name)
         kill_shards(Settings.from_overrides(overrides))
+
+
+def idle_in_transaction(pg_url: str) -> int:
+    """Connections to the test database holding a transaction open while doing nothing."""
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect("postgresql://" + pg_url.split("://", 1)[1])
+        try:
+            n: int = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND state = 'idle in transaction'"
+            )
+            return n
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
 
 
 def messages(client: httpx.Client, prefix: str, conv: str) -> list[dict[str, Any]]:
@@ -103,3 +123,27 @@ def test_stopping_a_generation_stores_what_was_received(
         )
         assert response.status_code == 200, response.text
         assert response.json()["message"]["status"] == "complete"
+
+
+def test_streaming_replies_hold_no_database_connection(
+    sim_apps: str, auth_headers: dict[str, str], pg_url: str
+) -> None:
+    """While replies stream, no pooled connection is left idle in a transaction: the login
+    check's session used to stay open until each stream ended, so concurrent streams beyond
+    the pool's size (10 + 10) waited for a connection and then failed with 500."""
+    with httpx.Client(base_url=sim_apps, timeout=60, headers=auth_headers) as client:
+        convs = [client.post("/slow/api/conversations", json={}).json()["id"] for _ in range(6)]
+        with contextlib.ExitStack() as open_streams:
+            for conv in convs:
+                response = open_streams.enter_context(
+                    client.stream(
+                        "POST",
+                        f"/slow/api/conversations/{conv}/messages",
+                        json={"content": "tell me a long story"},
+                    )
+                )
+                assert response.status_code == 200
+                first = next(e for e in iter_events(response) if e.event == "token")
+                assert first.json()["text"]
+            # six replies are streaming now
+            assert idle_in_transaction(pg_url) == 0
