@@ -23,11 +23,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from bench.procs import ROOT, die_with_parent
+
+C = TypeVar("C")
 
 if TYPE_CHECKING:
     import aiohttp
@@ -197,11 +199,21 @@ async def closed_loop(
     )
 
 
-def run_load(config: LoadConfig, on_mark: Callable[[str], None]) -> LoadResult:
-    """Run `closed_loop` in its own process, calling `on_mark` here when it reaches the
-    window's edges. A hung server does not hang the caller: the process gets a hard deadline.
-    Raises LoadGeneratorError when it ends without a result."""
-    cmd = [sys.executable, "-m", "bench.loadgen", json.dumps(asdict(config))]
+class _Window(Protocol):
+    @property
+    def warmup_s(self) -> float: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def request_timeout_s(self) -> float: ...
+
+
+def run_process(module: str, config: _Window, on_mark: Callable[[str], None]) -> LoadResult:
+    """Run load generator `module` (``python -m module CONFIG_JSON``, see `process_main`)
+    in its own process, calling `on_mark` here when it reaches the window's edges. A hung
+    server does not hang the caller: the process gets a hard deadline. Raises
+    LoadGeneratorError when it ends without a result."""
+    cmd = [sys.executable, "-m", module, json.dumps(asdict(config))]  # type: ignore[call-overload]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent
     )
@@ -227,20 +239,41 @@ def run_load(config: LoadConfig, on_mark: Callable[[str], None]) -> LoadResult:
     return result
 
 
-def main(argv: list[str]) -> int:
+def process_main(
+    argv: list[str],
+    *,
+    usage: str,
+    config_type: Callable[..., C],
+    loop: Callable[[C, Callable[[str], None]], Coroutine[Any, Any, LoadResult]],
+) -> int:
+    """The load-generator process: config JSON in, marks and the result out on stdout."""
     if len(argv) != 1:
-        print(f"usage: python -m bench.loadgen CONFIG_JSON\n\n{__doc__}", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
-    config = LoadConfig(**json.loads(argv[0]))
+    config = config_type(**json.loads(argv[0]))
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(closed_loop(config, lambda mark: print(f"mark {mark}", flush=True)))
+    result = asyncio.run(loop(config, lambda mark: print(f"mark {mark}", flush=True)))
     print("result " + json.dumps(asdict(result)), flush=True)
     return 0
+
+
+def run_load(config: LoadConfig, on_mark: Callable[[str], None]) -> LoadResult:
+    """`closed_loop` in a process of its own (see `run_process`)."""
+    return run_process("bench.loadgen", config, on_mark)
+
+
+def main(argv: list[str]) -> int:
+    return process_main(
+        argv,
+        usage=f"usage: python -m bench.loadgen CONFIG_JSON\n\n{__doc__}",
+        config_type=LoadConfig,
+        loop=closed_loop,
+    )
 
 
 if __name__ == "__main__":

@@ -20,16 +20,13 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bench.loadgen import LoadGeneratorError, LoadResult, Turn
-from bench.procs import ROOT, die_with_parent
+from bench.loadgen import LoadResult, Turn, process_main, run_process
 
 if TYPE_CHECKING:
     import aiohttp
@@ -181,49 +178,17 @@ async def closed_loop(
 
 
 def run_load(config: OpenAILoadConfig, on_mark: Callable[[str], None]) -> LoadResult:
-    """Run `closed_loop` in its own process, calling `on_mark` here when it reaches the
-    window's edges; a hard deadline on the process, so a hung server does not hang the
-    caller. Raises LoadGeneratorError when it ends without a result."""
-    cmd = [sys.executable, "-m", "bench.openai_load", json.dumps(asdict(config))]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent
-    )
-    limit = config.warmup_s + config.duration_s + config.request_timeout_s + 60
-    watchdog = threading.Timer(limit, proc.kill)
-    watchdog.start()
-    result: LoadResult | None = None
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            if line.startswith("mark "):
-                on_mark(line.split()[1])
-            elif line.startswith("result "):
-                result = LoadResult(**json.loads(line[len("result ") :]))
-        proc.wait()
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if result is None:
-        raise LoadGeneratorError(f"load generator failed (rc {proc.returncode})")
-    return result
+    """`closed_loop` in a process of its own (see `bench.loadgen.run_process`)."""
+    return run_process("bench.openai_load", config, on_mark)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print(f"usage: python -m bench.openai_load CONFIG_JSON\n\n{__doc__}", file=sys.stderr)
-        return 2
-    config = OpenAILoadConfig(**json.loads(argv[0]))
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    result = asyncio.run(closed_loop(config, lambda mark: print(f"mark {mark}", flush=True)))
-    print("result " + json.dumps(asdict(result)), flush=True)
-    return 0
+    return process_main(
+        argv,
+        usage=f"usage: python -m bench.openai_load CONFIG_JSON\n\n{__doc__}",
+        config_type=OpenAILoadConfig,
+        loop=closed_loop,
+    )
 
 
 if __name__ == "__main__":
