@@ -13,10 +13,11 @@ cache, no retrieval, and access tokens that outlive the run. Before any timing:
   raised by settings overrides, as `bench.systems` does for all of them). That is two argon2
   hashes per account (~160 ms of CPU each on a quiet core) in the ingress replica: ~3
   accounts/s on a quiet 2-core box, 300 in ~100 s, 10,000 in about an hour. ``core``:
-  `chatapp.auth.service.register_user` then `start_session` against the same PostgreSQL,
-  one process per core (`bench/accounts.py`; tokens signed with the server's secret, set by
-  the bench): one hash per account, both cores, an estimated 15-25 minutes for 10,000 (not
-  tried on the shared machine: 300 took 191 s there with tests running). ``auto``
+  `chatapp.auth.service.register_user` for the first account, the same row with the same
+  password hash for the others (one argon2 hash in all: every bench account has the same
+  password), then `start_session` for each, against the same PostgreSQL (`bench/accounts.py`;
+  tokens signed with the server's secret, set by the bench), one process per core: about a
+  minute for 10,000. ``auto``
   (default): ``api`` up to 1,000 users (so ``--quick`` goes through the real API), ``core``
   above.
 - a conversation per user, through ``POST /api/conversations``;

@@ -176,6 +176,17 @@ class ServeSettings(BaseSettings):
         1_000_000, ge=1024, description="Largest request body accepted (413 above)."
     )
     access_log: bool = Field(False, description="Per-request access logs (off on the hot path).")
+    docs_enabled: bool | None = Field(
+        None,
+        description="Serve the interactive API docs and schema (/docs, /redoc, "
+        "/openapi.json). Unset: on in development, off in production.",
+    )
+    metrics_enabled: bool = Field(True, description="Serve Prometheus text at GET /metrics.")
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="When set, GET /metrics wants `Authorization: Bearer <token>` (Prometheus' "
+        "bearer auth). In production /metrics is served only when this is set.",
+    )
 
 
 class OidcProvider(BaseModel):
@@ -227,6 +238,17 @@ class AuthSettings(BaseSettings):
     oidc_providers: list[OidcProvider] = Field(
         default_factory=list, description="OIDC providers as a JSON list (AUTH_OIDC_PROVIDERS)."
     )
+    cache_ttl_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long a replica remembers who an access token or API key belongs to "
+        "(one Redis read per request instead of a SQL query); logout, disabling, password "
+        "changes and key revocation still take effect at once. Needs REDIS_URL (without it "
+        "nothing is cached); 0 turns the cache off.",
+    )
+    cache_max_entries: int = Field(
+        50_000, ge=1, description="Credentials a replica remembers at most (least recent go)."
+    )
 
 
 class ChatSettings(BaseSettings):
@@ -239,6 +261,18 @@ class ChatSettings(BaseSettings):
         32_000, ge=1, description="Longest user message accepted (422 above)."
     )
     max_title_chars: int = Field(200, ge=1, description="Longest conversation title.")
+    max_concurrent_replies: int = Field(
+        8,
+        ge=1,
+        description="Replies (chat turns and /v1 completions) one user may have running at "
+        "once; more get 429.",
+    )
+    max_search_chars: int = Field(
+        100, ge=1, description="Longest conversation search text `q` (422 above)."
+    )
+    search_limit: str = Field(
+        "60/minute", description="Conversation searches (`GET /api/conversations?q=`) per user."
+    )
 
 
 class ModelEntry(BaseModel):
@@ -339,8 +373,11 @@ class UsageSettings(BaseSettings):
     monthly_token_budget: int | None = Field(
         None, ge=1, description="Tokens per user per calendar month (UTC); unset: unlimited."
     )
-    budget_refresh_s: float = Field(
-        5.0, ge=0, description="How long a replica trusts its cached view of a user's usage."
+    flush_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How long a usage row may wait in memory before the ledger writes it "
+        "(rows are written in batches, off the turn's path).",
     )
 
 
@@ -479,6 +516,20 @@ class Settings(BaseSettings):
             else:
                 values[name] = value
         return cls(**values)
+
+    def api_docs_enabled(self) -> bool:
+        """Whether /docs, /redoc and /openapi.json are served."""
+        if self.serve.docs_enabled is not None:
+            return self.serve.docs_enabled
+        return self.environment != "production"
+
+    def metrics_access(self) -> Literal["off", "public", "token"]:
+        """Who may read /metrics: nobody, anyone, or who presents `serve.metrics_token`."""
+        if not self.serve.metrics_enabled:
+            return "off"
+        if self.serve.metrics_token is not None and self.serve.metrics_token.get_secret_value():
+            return "token"
+        return "public" if self.environment != "production" else "off"
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:

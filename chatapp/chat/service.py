@@ -4,20 +4,24 @@ No Ray here: conversations, models and knowledge bases are reached through the t
 ports of `chatapp.chat.ports` (Ray adapters in production, the core's own classes in
 tests). A turn on `/api` (`post_message`, `regenerate`), top to bottom:
 
-1. the message is checked and the monthly token budget too: nothing is stored yet;
+1. the message is checked, and the usage meter holds a reply slot and the reply's
+   `max_tokens` against the monthly budget and the per-minute limit (429 when one is
+   used up): nothing is stored yet;
 2. the question may be grounded in a knowledge base (naming an unknown one is
    `NotFound`, and still nothing is stored);
 3. the conversation's shard stores the question and returns the history (`begin_turn`);
 4. the model router streams the answer: `TurnStarted`, then `TextDelta`s;
-5. the reply is stored through the shard (`finish_turn`) before `TurnDone` is yielded.
+5. the reply is stored through the shard (`finish_turn`) before `TurnDone` is yielded,
+   and the meter settles the holds with the tokens really used (a row in the ledger).
 
 A failure before the first token undoes the turn (`abort_turn`): the error is raised and
 what is stored does not change. After it, the partial reply is stored marked incomplete
 and the turn ends with `TurnFailed`, the error keeping its class. A client that goes away
 closes the turn: the partial reply is still stored and the generation stops.
 
-A completion on `/v1` (`complete`) stores nothing: the same budget, optional grounding and
-router stream, with its usage counted.
+A completion on `/v1` (`complete`) stores no conversation: the same meter, optional
+grounding and router stream, with its usage settled when the stream ends (a partial or
+abandoned answer counts what was generated).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from chatapp.cache.responses import CacheMode
 from chatapp.chat.ports import ConversationShards, ModelRouter, ReplyRecord, Retriever
@@ -37,8 +41,8 @@ from chatapp.errors import ChatAppError, InvalidRequest, NotFound, ProviderError
 from chatapp.llm.base import ChatMessage, Chunk, Finish, SamplingParams, TextDelta
 from chatapp.rag.prompt import grounded_system_prompt, public_sources, select_sources
 from chatapp.rag.schemas import RagMode, RetrievedChunk, SourcePublic
-from chatapp.ratelimit import RateLimiter
-from chatapp.usage.budget import TokenBudget
+from chatapp.usage.ledger import UsageRecord
+from chatapp.usage.meter import Hold, UsageMeter
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +84,13 @@ class ChatService:
         shards: ConversationShards,
         router: ModelRouter,
         retriever: Retriever | None = None,
-        budget: TokenBudget | None = None,
-        limiter: RateLimiter | None = None,
+        usage: UsageMeter | None = None,
     ) -> None:
         self._settings = settings
         self._shards = shards
         self._router = router
         self._retriever = retriever  # None when RAG is disabled
-        self.budget = budget
-        self._limiter = limiter
+        self.usage = usage  # None: nothing metered (core tests without limits)
         self._storing: set[asyncio.Future[Any]] = set()
 
     def sampling_params(
@@ -143,22 +145,24 @@ class ChatService:
             return []
         return select_sources(hits, mode=mode, auto_threshold=rag_settings.auto_threshold)
 
-    async def check_budget(self, user_id: uuid.UUID) -> None:
-        """429 once the user's monthly token budget is spent (no-op without a budget)."""
-        if self.budget is not None:
-            await self.budget.check(user_id)
+    async def _hold(self, user_id: uuid.UUID, params: SamplingParams) -> Hold | None:
+        """A reply slot and the reply's `max_tokens` held (429 when a limit is reached)."""
+        if self.usage is None:
+            return None
+        return await self.usage.begin(user_id, max_tokens=params.max_tokens)
 
-    async def record_usage(self, user_id: uuid.UUID, finish: Finish | None) -> None:
-        """Count a reply's tokens against the monthly budget and the per-minute limit."""
-        if finish is None or finish.cached:
-            return
-        tokens = finish.prompt_tokens + finish.completion_tokens
-        if self.budget is not None:
-            self.budget.record(user_id, tokens)
-        if self._limiter is not None:
-            await self._limiter.record(
-                self._settings.auth.chat_token_limit, "chat-tokens", str(user_id), cost=tokens
-            )
+    def _settle(self, hold: Hold | None, used: UsageRecord | None) -> asyncio.Future[None]:
+        """Settle `hold` in its own task, kept referenced until done: awaited shielded, it
+        completes even when the turn is cancelled."""
+        done: asyncio.Future[None]
+        if hold is None or self.usage is None:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        done = asyncio.ensure_future(self.usage.settle(hold, used))
+        self._storing.add(done)
+        done.add_done_callback(self._storing.discard)
+        return done
 
     # -- /api: turns in stored conversations -----------------------------------------
 
@@ -212,19 +216,22 @@ class ChatService:
         options: TurnOptions,
         cache: CacheMode,
     ) -> AsyncGenerator[TurnEvent, None]:
-        await self.check_budget(user_id)  # before anything is stored
-        # Before the question is stored: an unknown knowledge base changes nothing.
-        grounding = await self.ground(
-            content, knowledge_base=options.knowledge_base_id, rag=options.rag
-        )
-        sources = tuple(public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars))
         params = self.sampling_params(
             max_tokens=options.max_tokens, temperature=options.temperature
         )
-        start = await self._shards.begin_turn(
-            conversation_id=conversation_id, user_id=user_id, content=content
-        )
-        yield TurnStarted(start.user_message)
+        hold = await self._hold(user_id, params)  # before anything is stored
+        try:
+            # Before the question is stored: an unknown knowledge base changes nothing.
+            grounding = await self.ground(
+                content, knowledge_base=options.knowledge_base_id, rag=options.rag
+            )
+            start = await self._shards.begin_turn(
+                conversation_id=conversation_id, user_id=user_id, content=content
+            )
+        except BaseException:
+            await asyncio.shield(self._settle(hold, None))
+            raise
+        sources = tuple(public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars))
         system = grounded_system_prompt(self._settings.chat.system_prompt, grounding)
         messages = [ChatMessage("system", system), *start.history]
         parts: list[TextDelta] = []
@@ -234,6 +241,7 @@ class ChatService:
             messages, params, model=options.model, user=str(user_id), cache=cache
         )
         try:
+            yield TurnStarted(start.user_message)  # closed here: the turn is undone
             async for chunk in chunks:
                 if isinstance(chunk, Finish):
                     finish = chunk
@@ -248,8 +256,9 @@ class ChatService:
             # done and shielded, so it completes even then; then the model stream is
             # closed, which stops the generation.
             reply = _reply_record(parts, finish, failure, sources)
+            used = _usage(user_id, "chat", parts, finish, conversation_id)
             store = asyncio.ensure_future(
-                self._store(user_id, conversation_id, start.user_message.seq, reply, finish)
+                self._store(user_id, conversation_id, start.user_message.seq, reply, hold, used)
             )
             self._storing.add(store)
             store.add_done_callback(self._storing.discard)
@@ -270,8 +279,10 @@ class ChatService:
         conversation_id: uuid.UUID,
         user_seq: int,
         reply: ReplyRecord | None,
-        finish: Finish | None,
+        hold: Hold | None,
+        used: UsageRecord | None,
     ) -> MessagePublic | TurnFailed | None:
+        await self._settle(hold, used)
         if reply is None:
             # Nothing was generated: undo the turn so a rejected request stores nothing.
             try:
@@ -288,7 +299,6 @@ class ChatService:
         except ChatAppError as exc:
             logger.warning("reply of conversation %s not stored: %s", conversation_id, exc)
             return TurnFailed(exc, None)
-        await self.record_usage(user_id, finish)
         return message
 
     # -- /v1: completions over the client's own messages ------------------------------
@@ -311,36 +321,61 @@ class ChatService:
         questions = [m.content for m in messages if m.role == "user" and m.content.strip()]
         if not questions:
             raise InvalidRequest("messages: at least one non-empty user message is required")
-        await self.check_budget(user_id)
-        last_question = next(m.content for m in reversed(messages) if m.role == "user")
-        grounding = await self.ground(
-            last_question, knowledge_base=knowledge_base, rag=rag, default_kb=rag is not None
-        )
-        if grounding:
-            messages = _grounded(messages, grounding)
-        sources = public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars)
-        chunks = self._router.stream(messages, params, model=model, user=str(user_id), cache=cache)
-        first = await anext(chunks)
-        return CompletionStream(sources, self._counted(user_id, first, chunks))
+        hold = await self._hold(user_id, params)
+        try:
+            last_question = next(m.content for m in reversed(messages) if m.role == "user")
+            grounding = await self.ground(
+                last_question, knowledge_base=knowledge_base, rag=rag, default_kb=rag is not None
+            )
+            if grounding:
+                messages = _grounded(messages, grounding)
+            sources = public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars)
+            chunks = self._router.stream(
+                messages, params, model=model, user=str(user_id), cache=cache
+            )
+            first = await anext(chunks)
+        except BaseException:
+            await asyncio.shield(self._settle(hold, None))
+            raise
+        counted = self._counted(user_id, hold, first, chunks)
+        # Run it to its first `yield`, inside its `try`: from now on closing it, even
+        # before reading a chunk, settles the hold (an unstarted generator's close runs
+        # nothing, and the reader may never start).
+        await anext(counted)
+        return CompletionStream(sources, cast(AsyncGenerator[Chunk, None], counted))
 
     async def _counted(
-        self, user_id: uuid.UUID, first: Chunk, rest: AsyncIterator[Chunk]
-    ) -> AsyncGenerator[Chunk, None]:
-        """The stream with its usage recorded when it finishes; closing it stops the model."""
+        self, user_id: uuid.UUID, hold: Hold | None, first: Chunk, rest: AsyncIterator[Chunk]
+    ) -> AsyncGenerator[Chunk | None, None]:
+        """None (when `complete` starts it), then the stream, its usage settled when it
+        ends, however it ends; closing it stops the model."""
         chunk = first
+        parts: list[TextDelta] = []
+        settled = False
         try:
+            yield None
             while True:
                 if isinstance(chunk, Finish):
-                    await self.record_usage(user_id, chunk)
+                    # Settled before the last chunk is handed over: a reader may stop there.
+                    await asyncio.shield(
+                        self._settle(hold, _usage(user_id, "completion", parts, chunk))
+                    )
+                    settled = True
                     yield chunk
                     return
+                parts.append(chunk)
                 yield chunk
                 try:
                     chunk = await anext(rest)
                 except StopAsyncIteration:
                     raise ProviderError("the model stream ended without a finish event") from None
         finally:
+            settling = None
+            if not settled:
+                settling = self._settle(hold, _usage(user_id, "completion", parts, None))
             await _close(rest)
+            if settling is not None:
+                await asyncio.shield(settling)
 
 
 def _reply_record(
@@ -372,6 +407,38 @@ def _reply_record(
         cost_usd=finish.cost_usd,
         cached=finish.cached,
         sources=sources,
+    )
+
+
+def _usage(
+    user_id: uuid.UUID,
+    kind: str,
+    parts: list[TextDelta],
+    finish: Finish | None,
+    conversation_id: uuid.UUID | None = None,
+) -> UsageRecord | None:
+    """What a call used: its finish's count, or the tokens streamed before it stopped."""
+    if finish is not None:
+        return UsageRecord(
+            user_id=user_id,
+            kind=kind,
+            conversation_id=conversation_id,
+            prompt_tokens=finish.prompt_tokens,
+            completion_tokens=finish.completion_tokens,
+            model=finish.model or None,
+            provider=finish.provider or None,
+            cost_usd=finish.cost_usd,
+            cached=finish.cached,
+        )
+    if not parts:
+        return None
+    return UsageRecord(
+        user_id=user_id,
+        kind=kind,
+        conversation_id=conversation_id,
+        prompt_tokens=0,
+        completion_tokens=sum(p.tokens for p in parts),
+        complete=False,
     )
 
 

@@ -1,5 +1,5 @@
-"""Usage read from the messages themselves: every reply row carries its tokens, cost,
-provider and whether it came from the cache (written with the reply, no extra write)."""
+"""Usage read from the append-only ledger (`usage_events`, written by
+`chatapp.usage.ledger`): one row per model call, kept when conversations are deleted."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Integer, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatapp.db.models import Conversation, Message
+from chatapp.db.models import UsageEvent
 from chatapp.usage.schemas import ModelUsage, UsageTotals
 
 
@@ -27,20 +27,17 @@ def next_month_start(now: datetime | None = None) -> datetime:
     )
 
 
-def _replies(user_id: uuid.UUID, since: datetime) -> tuple[object, ...]:
-    return (
-        Conversation.user_id == user_id,
-        Message.role == "assistant",
-        Message.created_at >= since,
-    )
-
-
 async def billable_tokens(*, session: AsyncSession, user_id: uuid.UUID, since: datetime) -> int:
-    """Prompt plus completion tokens of the user's replies since `since`, cache hits free."""
+    """Prompt plus completion tokens of the user's model calls since `since`, cache hits
+    free, from the usage ledger (deleted conversations and /v1 calls included)."""
     total = await session.scalar(
-        select(func.coalesce(func.sum(Message.prompt_tokens + Message.completion_tokens), 0))
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(*_replies(user_id, since), Message.cached.is_(False))  # type: ignore[arg-type]
+        select(
+            func.coalesce(func.sum(UsageEvent.prompt_tokens + UsageEvent.completion_tokens), 0)
+        ).where(
+            UsageEvent.user_id == user_id,
+            UsageEvent.created_at >= since,
+            UsageEvent.cached.is_(False),
+        )
     )
     return int(total or 0)
 
@@ -51,18 +48,17 @@ async def usage_totals(
     rows = (
         await session.execute(
             select(
-                Message.model,
-                Message.provider,
-                func.count(Message.id),
-                func.coalesce(func.sum(Message.prompt_tokens), 0),
-                func.coalesce(func.sum(Message.completion_tokens), 0),
-                func.coalesce(func.sum(Message.cost_usd), 0.0),
-                func.coalesce(func.sum(case((Message.cached, 1), else_=0).cast(Integer)), 0),
+                UsageEvent.model,
+                UsageEvent.provider,
+                func.count(UsageEvent.id),
+                func.coalesce(func.sum(UsageEvent.prompt_tokens), 0),
+                func.coalesce(func.sum(UsageEvent.completion_tokens), 0),
+                func.coalesce(func.sum(UsageEvent.cost_usd), 0.0),
+                func.coalesce(func.sum(case((UsageEvent.cached, 1), else_=0).cast(Integer)), 0),
             )
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(*_replies(user_id, since))  # type: ignore[arg-type]
-            .group_by(Message.model, Message.provider)
-            .order_by(Message.model, Message.provider)
+            .where(UsageEvent.user_id == user_id, UsageEvent.created_at >= since)
+            .group_by(UsageEvent.model, UsageEvent.provider)
+            .order_by(UsageEvent.model, UsageEvent.provider)
         )
     ).all()
     by_model = [

@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 class ModelUsage(BaseModel):
     model: str
     provider: str | None = None
-    replies: int = 0
-    cached_replies: int = Field(0, description="Replies served from the response cache.")
+    replies: int = Field(0, description="Model calls: chat replies and /v1 completions.")
+    cached_replies: int = Field(0, description="Calls served from the response cache.")
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -19,7 +19,10 @@ class ModelUsage(BaseModel):
 
 class BudgetPublic(BaseModel):
     monthly_tokens: int = Field(description="Tokens allowed per calendar month (UTC).")
-    used_tokens: int = Field(description="Tokens counted against it (cache hits are free).")
+    used_tokens: int = Field(
+        description="Tokens counted against it (cache hits are free; replies in progress "
+        "count their max_tokens until they end)."
+    )
     remaining_tokens: int
     resets_at: datetime
 

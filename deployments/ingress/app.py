@@ -17,7 +17,7 @@ from chatapp.chat.service import ChatService
 from chatapp.config import Settings
 from chatapp.db.engine import make_engine, make_sessionmaker
 from chatapp.ratelimit import RateLimiter
-from chatapp.usage.budget import build_budget
+from chatapp.usage.meter import build_meter
 from deployments.handles import RetrievalHandle, RouterHandle
 from deployments.ingress.deps import IngressState
 from deployments.ingress.errors import install_error_handlers
@@ -38,11 +38,15 @@ logger = logging.getLogger(__name__)
 
 def create_api(state: IngressState) -> FastAPI:
     """The HTTP API over `state`; usable without Serve (state carries the handles)."""
+    docs = state.settings.api_docs_enabled()  # off in production unless SERVE_DOCS_ENABLED
     api = FastAPI(
         title="ChatApp",
         version="0.1.0",
         description="Self-hostable LLM chat backend on Ray. Errors use the OpenAI envelope "
         '`{"error": {"message", "type", "param", "code"}}`.',
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     api.state.chatapp = state
     install_error_handlers(api)
@@ -51,7 +55,10 @@ def create_api(state: IngressState) -> FastAPI:
     api.include_router(conversations.router)
     api.include_router(openai.router)
     api.include_router(usage.router)
-    api.include_router(metrics.router)
+    if state.settings.metrics_access() != "off":
+        api.include_router(metrics.router)
+    elif state.settings.serve.metrics_enabled:
+        logger.warning("/metrics is off: in production it needs SERVE_METRICS_TOKEN")
     api.include_router(knowledge.router)
 
     @api.get("/healthz", tags=["ops"])
@@ -93,8 +100,7 @@ def build_state(
             shards=shards,
             router=router_handle,
             retriever=retrieval_handle,
-            budget=build_budget(settings),
-            limiter=limiter,
+            usage=build_meter(settings, sessionmaker),
         ),
         signer=TokenSigner.from_settings(settings.auth, secret=settings.secret_key),
         limiter=limiter,
@@ -120,3 +126,8 @@ class ChatIngress:
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_api(self._state)
+
+    async def __del__(self) -> None:
+        """Shutting down: write the usage rows still waiting in memory."""
+        if self._state.chat.usage is not None:
+            await self._state.chat.usage.aclose()

@@ -71,7 +71,7 @@ def apps(chat_app: str, app_overrides: dict[str, Any], fake_openai: FakeOpenAI) 
             app_overrides,
             {
                 "llm": {"engine": "simulated", "simulated_reply_tokens": 8},
-                "usage": {"monthly_token_budget": 25, "budget_refresh_s": 0},
+                "usage": {"monthly_token_budget": 25},
             },
         ),
     }

@@ -27,7 +27,9 @@ from chatapp.errors import (
 from chatapp.llm.base import ChatMessage, ChatProvider, TextDelta, collect
 from chatapp.llm.router import build_router
 from chatapp.rag.schemas import KnowledgeBasePublic, RetrievedChunk
-from chatapp.usage.budget import TokenBudget
+from chatapp.usage.counters import MemoryCounters
+from chatapp.usage.ledger import UsageLedger
+from chatapp.usage.meter import UsageMeter
 from tests.fakes.scripted import Answer, ScriptedProvider
 from tests.fakes.users import create_user
 
@@ -80,17 +82,20 @@ class Handbook:
 
 
 class Rig:
-    def __init__(self, db: DatabaseSettings, *, score: float = 0.9, budget: int | None = None):
+    def __init__(
+        self,
+        db: DatabaseSettings,
+        *,
+        score: float = 0.9,
+        budget: int | None = None,
+        max_concurrent: int = 8,
+    ):
         self.engine = make_engine(db)
         self.sessionmaker = make_sessionmaker(self.engine)
         self.model = ScriptedProvider("self-hosted", Answer("Thirty days of leave."))
         providers: dict[str, ChatProvider] = {"self-hosted": self.model}
         self.handbook = Handbook(score)
-        self.budget = (
-            TokenBudget(monthly_tokens=budget, sessionmaker=self.sessionmaker, refresh_s=3600)
-            if budget is not None
-            else None
-        )
+        self.usage = self.meter(budget, max_concurrent)
         self.service = ChatService(
             settings=SETTINGS,
             shards=ConversationStore(
@@ -98,8 +103,23 @@ class Rig:
             ),
             router=build_router(SETTINGS, providers),
             retriever=self.handbook,
-            budget=self.budget,
+            usage=self.usage,
         )
+
+    def meter(self, budget: int | None, max_concurrent: int = 8) -> UsageMeter:
+        """A usage meter of its own (as a fresh replica has), over this rig's database."""
+        return UsageMeter(
+            counters=MemoryCounters(),
+            ledger=UsageLedger(sessionmaker=self.sessionmaker, flush_interval_s=0.01),
+            sessionmaker=self.sessionmaker,
+            monthly_tokens=budget,
+            token_limit=None,
+            max_concurrent=max_concurrent,
+        )
+
+    async def close(self) -> None:
+        await self.usage.aclose()
+        await self.engine.dispose()
 
     async def conversation(self) -> tuple[uuid.UUID, uuid.UUID]:
         async with self.sessionmaker() as session:
@@ -133,7 +153,7 @@ def db(tmp_path: Path) -> DatabaseSettings:
 async def rig(db: DatabaseSettings) -> AsyncIterator[Rig]:
     rig = Rig(db)
     yield rig
-    await rig.engine.dispose()
+    await rig.close()
 
 
 async def ask(
@@ -225,7 +245,7 @@ async def test_the_monthly_budget_refuses_a_turn_before_anything_is_stored(
             "Second question",
         ]
     finally:
-        await rig.engine.dispose()
+        await rig.close()
 
 
 async def test_grounding_always_cites_the_sources_and_stores_them(rig: Rig) -> None:
@@ -315,7 +335,7 @@ async def test_a_completion_counts_its_usage_and_keeps_the_error_class(
         )
         completion = await collect(answer.chunks)
         assert completion.text == "Thirty days of leave." and answer.sources == []
-        assert rig.budget is not None and await rig.budget.used(user) == 14
+        assert await rig.usage.used_this_month(user) == 14
         rig.model.enqueue(Answer("a b c", fail_after=1, error=ProviderTimeout("slow")))
         answer = await rig.service.complete(
             user_id=user, messages=[ChatMessage("user", "Hi")], params=params
@@ -327,4 +347,111 @@ async def test_a_completion_counts_its_usage_and_keeps_the_error_class(
                 user_id=user, messages=[ChatMessage("system", "x")], params=params
             )
     finally:
-        await rig.engine.dispose()
+        await rig.close()
+
+
+async def hi(rig: Rig, user: uuid.UUID) -> Any:
+    """A /v1 completion started (its first chunk read), not yet finished."""
+    return await rig.service.complete(
+        user_id=user, messages=[ChatMessage("user", "Hi")], params=rig.service.sampling_params()
+    )
+
+
+async def test_completions_count_against_the_budget_and_deleting_gives_nothing_back(
+    db: DatabaseSettings,
+) -> None:
+    """The budget bypasses of issue 9: /v1 completions (never stored) and deleted replies
+    used to escape the budget, which re-read the stored replies."""
+    rig = Rig(db, budget=20)
+    try:
+        user, _ = await rig.conversation()
+        await collect((await hi(rig, user)).chunks)  # 14 tokens, stored nowhere
+        await collect((await hi(rig, user)).chunks)  # 28 of 20
+        with pytest.raises(RateLimited, match="monthly token budget used up: 28 of 20"):
+            await hi(rig, user)
+        # a new replica reads the month from the ledger: the tokens are still spent
+        await rig.usage.aclose()
+        rig.usage = rig.service.usage = rig.meter(20)
+        with pytest.raises(RateLimited, match="28 of 20"):
+            await hi(rig, user)
+    finally:
+        await rig.close()
+
+
+async def test_deleting_a_conversation_keeps_its_replies_in_the_budget(
+    db: DatabaseSettings,
+) -> None:
+    rig = Rig(db, budget=20)
+    try:
+        user, conv = await rig.conversation()
+        await ask(rig, user, conv, "First question", rag="off")
+        await ask(rig, user, conv, "Second question", rag="off")  # 28 of 20 now
+        await rig.service.delete_conversation(user_id=user, conversation_id=conv)
+        await rig.usage.aclose()
+        rig.usage = rig.service.usage = rig.meter(20)  # a fresh replica: nothing cached
+        with pytest.raises(RateLimited, match="monthly token budget used up: 28 of 20"):
+            await hi(rig, user)
+    finally:
+        await rig.close()
+
+
+async def test_an_answer_abandoned_mid_stream_still_counts_what_was_generated(
+    db: DatabaseSettings,
+) -> None:
+    rig = Rig(db, budget=1000)
+    try:
+        user, _ = await rig.conversation()
+        rig.model.enqueue(Answer("one two three four five six seven eight"))
+        answer = await hi(rig, user)
+        await anext(answer.chunks)
+        await anext(answer.chunks)
+        await answer.chunks.aclose()  # the client went away after two words
+        assert await rig.usage.used_this_month(user) == 2
+        await rig.usage.ledger.flush()
+        async with rig.sessionmaker() as session:
+            from chatapp.usage.repository import month_start, usage_totals
+
+            totals = await usage_totals(session=session, user_id=user, since=month_start())
+        assert (totals.replies, totals.completion_tokens) == (1, 2)
+    finally:
+        await rig.close()
+
+
+async def test_parallel_calls_hold_their_max_tokens_so_they_cannot_all_slip_under_the_budget(
+    db: DatabaseSettings,
+) -> None:
+    """Checking the budget before a call and counting after let any number of parallel
+    calls through; now each holds its max_tokens (32 here) until it ends."""
+    rig = Rig(db, budget=40)
+    try:
+        user, _ = await rig.conversation()
+        first, second = await hi(rig, user), await hi(rig, user)  # 32, then 64 held
+        with pytest.raises(RateLimited, match="monthly token budget used up: 64 of 40"):
+            await hi(rig, user)
+        await collect(first.chunks)
+        await collect(second.chunks)
+        assert await rig.usage.used_this_month(user) == 28  # settled: what they used
+        await collect((await hi(rig, user)).chunks)  # 28 < 40: one more
+    finally:
+        await rig.close()
+
+
+async def test_a_user_has_a_bounded_number_of_replies_running_at_once(
+    db: DatabaseSettings,
+) -> None:
+    rig = Rig(db, max_concurrent=2)
+    try:
+        user, conv = await rig.conversation()
+        other_user, _ = await rig.conversation()
+        first, second = await hi(rig, user), await hi(rig, user)
+        with pytest.raises(RateLimited, match="too many replies at once: at most 2"):
+            await hi(rig, user)
+        with pytest.raises(RateLimited, match="too many replies at once"):
+            await ask(rig, user, conv, "And me?", rag="off")
+        assert await rig.stored(conv) == []  # refused before anything was stored
+        await collect((await hi(rig, other_user)).chunks)  # other users are not affected
+        await first.chunks.aclose()
+        await collect((await hi(rig, user)).chunks)  # a slot is free again
+        await collect(second.chunks)
+    finally:
+        await rig.close()

@@ -29,8 +29,7 @@ async def get_usage(
     if since is not None and since.tzinfo is None:
         raise InvalidRequest("since: give a time zone, e.g. 2026-11-01T00:00:00Z")
     totals = await usage_totals(session=session, user_id=user.id, since=since or month_start())
-    budget = state.chat.budget
+    usage = state.chat.usage
     return UsagePublic(
-        **totals.model_dump(),
-        budget=await budget.status(user.id) if budget is not None else None,
+        **totals.model_dump(), budget=await usage.budget(user.id) if usage is not None else None
     )
