@@ -14,7 +14,6 @@ fake sends it), or as JSON after the whole reply's time. It keeps no log of requ
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ if not __package__:  # run as `python bench/upstream.py`: make `tests` importabl
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from tests.fakes.providers import FakeOpenAI, Reply
@@ -41,13 +40,10 @@ class PacedOpenAI(FakeOpenAI):
     def __init__(self, *, tokens_per_s: float, reply_tokens: int) -> None:
         super().__init__()
         self.default = Reply(reply_text(reply_tokens), token_delay_s=1 / tokens_per_s)
-        self._reply_s = reply_tokens / tokens_per_s
 
     async def handle(self, request: Request) -> Response:
-        response = await self._handle(request)
+        response = await self._handle(request)  # a whole answer: after all its tokens' time
         self.requests.clear()  # a benchmark sends far too many to keep
-        if not isinstance(response, StreamingResponse):
-            await asyncio.sleep(self._reply_s)  # the whole answer's time, then the JSON
         return response
 
     def app(self) -> Starlette:

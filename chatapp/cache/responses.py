@@ -54,7 +54,7 @@ def cache_key(
     payload = {
         "model": model,
         "messages": [[m.role, _normalise(m.content)] for m in messages],
-        "params": dataclasses.asdict(params),
+        "params": dataclasses.asdict(dataclasses.replace(params, whole=False)),
         "user": user,
     }
     raw = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=list)

@@ -101,14 +101,17 @@ class ChatService:
         top_p: float | None = None,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        whole: bool = False,
     ) -> SamplingParams:
-        """A request's sampling parameters, the server's defaults where it is silent."""
+        """A request's sampling parameters, the server's defaults where it is silent;
+        `whole` for a request answered in one piece (not streamed)."""
         return SamplingParams(
             max_tokens=max_tokens or self._settings.llm.default_max_tokens,
             temperature=0.7 if temperature is None else temperature,
             top_p=1.0 if top_p is None else top_p,
             stop=tuple(stop),
             seed=seed,
+            whole=whole,
         )
 
     # -- the parts of a turn ---------------------------------------------------------
@@ -217,7 +220,7 @@ class ChatService:
         cache: CacheMode,
     ) -> AsyncGenerator[TurnEvent, None]:
         params = self.sampling_params(
-            max_tokens=options.max_tokens, temperature=options.temperature
+            max_tokens=options.max_tokens, temperature=options.temperature, whole=not options.stream
         )
         hold = await self._hold(user_id, params)  # before anything is stored
         try:

@@ -112,7 +112,6 @@ class AnthropicProvider(ChatProvider):
             "model": model,
             "messages": turns,
             "max_tokens": params.max_tokens,
-            "stream": True,
         }
         # Not sent: temperature and top_p. API version 2026-10-21 (which this SDK
         # generation, anthropic>=2, sends) answers 400 to any of temperature, top_p and
@@ -121,6 +120,11 @@ class AnthropicProvider(ChatProvider):
             kwargs["system"] = system
         if params.stop:
             kwargs["stop_sequences"] = list(params.stop)
+        if params.whole:
+            async for piece in self._whole(kwargs, model):
+                yield piece
+            return
+        kwargs["stream"] = True
         reason: str | None = None
         prompt_tokens = completion_tokens = 0
         answered_model = model
@@ -149,6 +153,23 @@ class AnthropicProvider(ChatProvider):
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             model=answered_model,
+            provider=self.name,
+        )
+
+    async def _whole(self, kwargs: dict[str, Any], model: str) -> AsyncIterator[TextDelta | Finish]:
+        """One non-streamed call: the answer as one delta, then its finish."""
+        try:
+            message = await self._client.messages.create(**kwargs)
+        except Exception as exc:
+            raise map_anthropic_error(exc, self.name) from exc
+        text = "".join(getattr(block, "text", "") for block in message.content)
+        if text:
+            yield TextDelta(text, tokens=message.usage.output_tokens or 1)
+        yield Finish(
+            finish_reason=_STOP.get(message.stop_reason or "end_turn", "stop"),
+            prompt_tokens=message.usage.input_tokens,
+            completion_tokens=message.usage.output_tokens,
+            model=message.model or model,
             provider=self.name,
         )
 

@@ -34,6 +34,10 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # The caller wants the answer in one piece (a non-streamed request): a provider may
+    # make one non-streamed call and yield it as a single delta, which costs far less CPU
+    # than parsing a chunk per token. Not part of the answer: the cache key leaves it out.
+    whole: bool = False
 
 
 @dataclass(frozen=True, slots=True)

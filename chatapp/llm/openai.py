@@ -97,8 +97,6 @@ class OpenAIProvider(ChatProvider):
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
-            "stream": True,
-            "stream_options": {"include_usage": True},
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
@@ -107,6 +105,11 @@ class OpenAIProvider(ChatProvider):
             kwargs["stop"] = list(params.stop)
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        if params.whole:
+            async for piece in self._whole(kwargs, model):
+                yield piece
+            return
+        kwargs |= {"stream": True, "stream_options": {"include_usage": True}}
         reason: str | None = None
         prompt_tokens = completion_tokens = deltas = 0
         answered_model = model
@@ -133,6 +136,28 @@ class OpenAIProvider(ChatProvider):
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens or deltas,
             model=answered_model,
+            provider=self.name,
+        )
+
+    async def _whole(self, kwargs: dict[str, Any], model: str) -> AsyncIterator[TextDelta | Finish]:
+        """One non-streamed call: the answer as one delta, then its finish."""
+        try:
+            completion = await self._client.chat.completions.create(**kwargs)
+        except Exception as exc:
+            raise map_openai_error(exc, self.name) from exc
+        if not completion.choices:
+            raise ProviderError(f"{self.name} answered without a choice")
+        choice = completion.choices[0]
+        text = choice.message.content or ""
+        usage = completion.usage
+        completion_tokens = usage.completion_tokens if usage else 0
+        if text:
+            yield TextDelta(text, tokens=completion_tokens or 1)
+        yield Finish(
+            finish_reason=_finish_reason(choice.finish_reason),
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=completion_tokens,
+            model=completion.model or model,
             provider=self.name,
         )
 

@@ -262,7 +262,8 @@ class ProviderRouter:
         agen = provider.stream(step.messages, params, model=step.entry.provider_model)
         if step.entry.provider != SELF_HOSTED:  # its deployment coalesces its own stream
             agen = self._coalesced(agen)
-        timeout = self._timeouts.first_token_s
+        # A whole (non-streamed) answer's first chunk is the whole answer.
+        timeout = self._timeouts.total_s if params.whole else self._timeouts.first_token_s
         try:
             first = await asyncio.wait_for(anext(agen), timeout)
         except TimeoutError as exc:

@@ -26,8 +26,13 @@ from chatapp.config import Settings
 from chatapp.errors import RateLimited
 from chatapp.usage.counters import Counters, build_counters
 from chatapp.usage.ledger import UsageLedger, UsageRecord
-from chatapp.usage.repository import billable_tokens, month_start, next_month_start
-from chatapp.usage.schemas import BudgetPublic
+from chatapp.usage.repository import (
+    billable_tokens,
+    month_start,
+    next_month_start,
+    usage_totals,
+)
+from chatapp.usage.schemas import BudgetPublic, UsagePublic
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +188,15 @@ class UsageMeter:
             remaining_tokens=max(0, self.monthly_tokens - used),
             resets_at=next_month_start(),
         )
+
+    async def report(self, user_id: uuid.UUID, since: datetime) -> UsagePublic:
+        """The user's usage since `since` and their budget. This replica's rows still
+        waiting in memory are written first, so a reply just received is in it (other
+        replicas' within `USAGE_FLUSH_INTERVAL_S`)."""
+        await self.ledger.flush()
+        async with self._sessionmaker() as session:
+            totals = await usage_totals(session=session, user_id=user_id, since=since)
+        return UsagePublic(**totals.model_dump(), budget=await self.budget(user_id))
 
     async def aclose(self) -> None:
         await self.ledger.aclose()

@@ -162,7 +162,8 @@ class FakeProviderServer:
             )
         if isinstance(behaviour, Malformed):
             return StreamingResponse(_once(self.malformed), media_type="text/event-stream")
-        if not body.get("stream"):
+        if not body.get("stream"):  # answered once the whole reply is generated
+            await asyncio.sleep(behaviour.token_delay_s * len(behaviour.tokens()))
             return JSONResponse(self.json_reply(behaviour, body))
         return StreamingResponse(self._events(behaviour, body), media_type="text/event-stream")
 
@@ -340,7 +341,9 @@ class FakeAnthropic(FakeProviderServer):
             "role": "assistant",
             "model": body.get("model", "fake"),
             "content": [{"type": "text", "text": reply.text}],
-            "stop_reason": "end_turn",
+            "stop_reason": {"stop": "end_turn", "length": "max_tokens"}.get(
+                reply.finish_reason, "end_turn"
+            ),
             "stop_sequence": None,
             "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": len(reply.tokens())},
         }

@@ -43,7 +43,9 @@ def _deploy(name: str, base: dict[str, Any], extra: dict[str, Any]) -> dict[str,
 
 @pytest.fixture(scope="module")
 def apps(chat_app: str, app_overrides: dict[str, Any], fake_openai: FakeOpenAI) -> Iterator[str]:
-    """'routed': OpenAI (fake) primary, SmolLM2 fallback. 'budget': a tiny monthly budget."""
+    """'routed': OpenAI (fake) primary, SmolLM2 fallback. 'timeouts': the same primary with
+    a short whole-answer timeout and the simulated engine as fallback (fast however busy
+    the machine is). 'budget': a tiny monthly budget."""
     providers = {
         "openai_api_key": "sk-test",
         "openai_base_url": fake_openai.base_url,
@@ -61,11 +63,19 @@ def apps(chat_app: str, app_overrides: dict[str, Any], fake_openai: FakeOpenAI) 
         "retry_attempts": 2,
         "retry_initial_s": 0.05,
         "first_token_timeout_s": 20,
-        "total_timeout_s": 5,  # a whole answer: the mid-answer timeout test runs into it
         "breaker_threshold": 1000,
     }
+    short = {**providers, "total_timeout_s": 3}  # the slow answers below take 20 s
     deployed = {
         "routed": _deploy("routed", app_overrides, {"providers": providers}),
+        "timeouts": _deploy(
+            "timeouts",
+            app_overrides,
+            {
+                "providers": short,
+                "llm": {"engine": "simulated", "simulated_reply_tokens": 8},
+            },
+        ),
         "budget": _deploy(
             "budget",
             app_overrides,
@@ -162,12 +172,15 @@ def test_a_provider_failing_mid_answer_leaves_the_partial_reply_incomplete(
 
 
 def test_a_provider_timeout_mid_answer_is_the_same_error_on_api_and_v1(
-    routed: str, headers: dict[str, str], provider: FakeOpenAI
+    apps: str, provider: FakeOpenAI
 ) -> None:
     """The router gives up on an answer that outlives `total_timeout_s` after its first
-    tokens: a 504 `provider_timeout` on every surface (it was 502 on /api, 500 on /v1)."""
+    tokens: a 504 `provider_timeout` on every streamed surface (it was 502 on /api, 500 on
+    /v1). A non-streamed request asks the provider for the whole answer at once, so its
+    timeout comes before any token: the self-hosted fallback answers it."""
     slow = Reply(" ".join(f"w{i}" for i in range(40)), token_delay_s=0.5)
-    with httpx.Client(base_url=routed, headers=headers, timeout=60) as client:
+    base = f"{apps}/timeouts"
+    with httpx.Client(base_url=base, headers=register_and_login(base), timeout=60) as client:
         conv = client.post("/api/conversations", json={}).json()["id"]
         url = f"/api/conversations/{conv}/messages"
 
@@ -182,9 +195,10 @@ def test_a_provider_timeout_mid_answer_is_the_same_error_on_api_and_v1(
 
         provider.enqueue(slow)
         reply = client.post(url, json={"content": "count slowly", "stream": False})
-        assert reply.status_code == 504, reply.text
-        assert reply.json()["error"]["code"] == "provider_timeout"
-        assert reply.json()["message"]["status"] == "incomplete"
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["fallback_from"] == "gpt-fake"
+        assert reply.json()["message"]["status"] == "complete"
+        assert not provider.requests[-1].body.get("stream")  # one call for the whole answer
 
         body = {"model": "gpt-fake", "messages": [{"role": "user", "content": "count slowly"}]}
         provider.enqueue(slow)
@@ -197,8 +211,8 @@ def test_a_provider_timeout_mid_answer_is_the_same_error_on_api_and_v1(
 
         provider.enqueue(slow)
         reply = client.post("/v1/chat/completions", json=body)
-        assert reply.status_code == 504, reply.text
-        assert reply.json()["error"]["code"] == "provider_timeout"
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["fallback_from"] == "gpt-fake"
 
 
 def test_a_repeated_greedy_request_is_served_from_the_cache(

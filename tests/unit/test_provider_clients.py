@@ -99,6 +99,25 @@ async def test_streams_the_answer_with_usage(
     assert sent.body["max_tokens"] == 32
 
 
+async def test_a_whole_answer_is_one_non_streamed_call(
+    vendor: tuple[FakeProviderServer, ChatProvider],
+) -> None:
+    """A non-streamed request (`whole`) makes one non-streamed call: the answer comes as
+    one delta carrying its token count, with the same usage as a streamed one."""
+    server, provider = vendor
+    server.enqueue(Reply("Paris is the capital of France.", finish_reason="length"))
+    params = SamplingParams(max_tokens=32, temperature=0.0, whole=True)
+    chunks = [c async for c in provider.stream(MESSAGES, params, model="vendor-model")]
+    assert chunks[0] == TextDelta("Paris is the capital of France.", tokens=6)
+    finish = chunks[1]
+    assert isinstance(finish, Finish) and len(chunks) == 2
+    assert finish.finish_reason == "length" and finish.completion_tokens == 6
+    assert finish.prompt_tokens > 0 and finish.provider == provider.name
+    sent = server.requests[-1].body
+    assert not sent.get("stream") and "stream_options" not in sent
+    assert sent["max_tokens"] == 32
+
+
 async def test_sampling_parameters_reach_the_vendor_that_takes_them(
     openai_server: FakeOpenAI, anthropic_server: FakeAnthropic
 ) -> None:

@@ -79,6 +79,7 @@ async def chat_completions(
             top_p=body.top_p,
             stop=[body.stop] if isinstance(body.stop, str) else body.stop or (),
             seed=body.seed,
+            whole=not body.stream,
         ),
         model=None if body.model == "auto" else body.model,
         cache=cache,

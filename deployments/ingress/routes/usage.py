@@ -28,8 +28,8 @@ async def get_usage(
 ) -> UsagePublic:
     if since is not None and since.tzinfo is None:
         raise InvalidRequest("since: give a time zone, e.g. 2026-11-01T00:00:00Z")
-    totals = await usage_totals(session=session, user_id=user.id, since=since or month_start())
-    usage = state.chat.usage
-    return UsagePublic(
-        **totals.model_dump(), budget=await usage.budget(user.id) if usage is not None else None
-    )
+    since = since or month_start()
+    if state.chat.usage is not None:
+        return await state.chat.usage.report(user.id, since)
+    totals = await usage_totals(session=session, user_id=user.id, since=since)
+    return UsagePublic(**totals.model_dump())
