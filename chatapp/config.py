@@ -9,10 +9,11 @@ and passed down explicitly; nothing in the package builds them at import time.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DEFAULT_SYSTEM_PROMPT = "You are ChatApp, a helpful assistant. Answer clearly and concisely."
@@ -225,10 +226,23 @@ class AuthSettings(BaseSettings):
     login_ip_limit: str = Field("30/15minutes", description="Login attempts per client IP.")
     login_failure_limit: str = Field(
         "5/15minutes",
-        description="Password checks per account (login, password change, account deletion, "
-        "provider linking) before they are refused for a while; a correct password clears it.",
+        description="Password checks per account and client address (login, password change, "
+        "account deletion, provider linking) before that client is refused for a while; a "
+        "correct password clears it.",
+    )
+    login_account_failure_limit: str = Field(
+        "50/hour",
+        description="Password checks per account from all clients together: the ceiling "
+        "for guessing from many addresses (AUTH_LOGIN_FAILURE_LIMIT counts per account and "
+        "client, so one client's guesses do not lock the owner out elsewhere).",
     )
     register_ip_limit: str = Field("20/hour", description="Registrations per client IP.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='Addresses or networks (JSON list, e.g. ["10.0.0.0/8"]) of the proxies '
+        "in front of ChatApp whose X-Forwarded-For is believed for the client address; "
+        "empty: the header is ignored and the client is the connection's peer.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the API from a browser."
     )
@@ -249,6 +263,18 @@ class AuthSettings(BaseSettings):
     cache_max_entries: int = Field(
         50_000, ge=1, description="Credentials a replica remembers at most (least recent go)."
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"AUTH_TRUSTED_PROXIES: {network!r} is no address or network"
+                ) from exc
+        return value
 
 
 class ChatSettings(BaseSettings):

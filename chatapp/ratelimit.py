@@ -1,11 +1,14 @@
 """Rate limits on sliding windows, shared through Redis when configured (atomic counters,
 so a limit holds across replicas) and in-process otherwise. Built on the `limits` library.
+Also who the client is (`TrustedProxies`), which per-client limits count by.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
+from collections.abc import Iterable
 
 import limits
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -58,3 +61,33 @@ class RateLimiter:
 
     async def reset(self, limit: str, *keys: str) -> None:
         await self._limiter.clear(limits.parse(limit), *keys)
+
+
+class TrustedProxies:
+    """The client's address: the connection's peer, or, when the peer is one of the named
+    proxies (AUTH_TRUSTED_PROXIES, addresses or networks), the nearest address in
+    `X-Forwarded-For` that is not a named proxy. Entries left of it were written by the
+    client and could be anything, so they are never believed; with no proxies named the
+    header is ignored."""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self._networks = [ipaddress.ip_network(n.strip(), strict=False) for n in networks]
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._networks)
+
+    def client(self, peer: str | None, forwarded_for: Iterable[str] = ()) -> str:
+        """`peer`: the connection's address; `forwarded_for`: every X-Forwarded-For header."""
+        address = peer or "unknown"
+        if not self._networks or not self._trusted(address):
+            return address
+        hops = [h.strip() for header in forwarded_for for h in header.split(",") if h.strip()]
+        for hop in reversed(hops):
+            address = hop[:64]
+            if not self._trusted(address):
+                break
+        return address

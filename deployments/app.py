@@ -40,7 +40,15 @@ def compose(settings: Settings) -> Application:
     return ChatIngress.options(  # type: ignore[attr-defined,no-any-return]
         num_replicas=settings.serve.ingress_replicas,
         max_ongoing_requests=settings.serve.ingress_max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0},
+        # The replica's HTTP server (uvicorn) would otherwise take the client address from
+        # X-Forwarded-For whenever the peer is 127.0.0.1, e.g. Serve's HAProxy on the same
+        # node passing on whatever header the client sent: a fresh address per request
+        # defeated every per-client limit. ChatApp reads the header itself, only behind
+        # AUTH_TRUSTED_PROXIES (deployments/ingress/deps.py, `client_ip`).
+        ray_actor_options={
+            "num_cpus": 0,
+            "runtime_env": {"env_vars": {"FORWARDED_ALLOW_IPS": ""}},
+        },
         logging_config=logging_config,
     ).bind(settings, router, retrieval)
 

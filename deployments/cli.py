@@ -125,6 +125,7 @@ def _migrate(_args: argparse.Namespace) -> int:
 def _admin(args: argparse.Namespace) -> int:
     """Grant, revoke or list the admin role, on the database directly (no Ray)."""
     from chatapp.auth import service
+    from chatapp.auth.credentials import Revocations
     from chatapp.db.engine import make_engine, make_sessionmaker
     from chatapp.db.models import User
     from chatapp.errors import ChatAppError
@@ -133,13 +134,19 @@ def _admin(args: argparse.Namespace) -> int:
 
     async def work() -> list[User]:
         engine = make_engine(settings.database)
+        # the same REDIS_URL as the service: its replicas drop what they cached at once
+        revocations = Revocations.from_settings(settings.redis, settings.auth)
         try:
             async with make_sessionmaker(engine)() as session:
                 if args.admin_command == "list":
                     return await service.list_admins(session=session)
                 role: service.Role = "admin" if args.admin_command == "grant" else "user"
-                return [await service.set_role(session=session, email=args.email, role=role)]
+                user = await service.set_role(
+                    session=session, revocations=revocations, email=args.email, role=role
+                )
+                return [user]
         finally:
+            await revocations.aclose()
             await engine.dispose()
 
     try:

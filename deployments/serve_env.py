@@ -24,3 +24,6 @@ def use_serve_fast_path(environ: MutableMapping[str, str] = os.environ) -> None:
     environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    # uvicorn in Serve's processes must not believe X-Forwarded-For from local peers
+    # (deployments/app.py says why); ChatApp reads it behind AUTH_TRUSTED_PROXIES only.
+    environ.setdefault("FORWARDED_ALLOW_IPS", "")

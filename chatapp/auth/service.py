@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatapp.auth.credentials import Revocations
 from chatapp.auth.passwords import (
     check_password_strength,
     hash_password_off_loop,
@@ -24,6 +25,7 @@ from chatapp.auth.passwords import (
 from chatapp.auth.schemas import TokenPair
 from chatapp.auth.tokens import (
     API_KEY_PREFIX,
+    AccessClaims,
     InvalidToken,
     create_access_token,
     decode_access_token,
@@ -132,7 +134,7 @@ async def start_session(*, session: AsyncSession, signer: TokenSigner, user: Use
 
 
 async def refresh_session(
-    *, session: AsyncSession, signer: TokenSigner, refresh_token: str
+    *, session: AsyncSession, signer: TokenSigner, revocations: Revocations, refresh_token: str
 ) -> TokenPair:
     """Rotate: the presented token is spent and a new pair issued. Reuse revokes the session."""
     now = utcnow()
@@ -150,6 +152,7 @@ async def refresh_session(
     if row.used_at is not None:
         auth_session.revoked_at = now
         await session.commit()
+        await revocations.revoke(user.id)
         raise InvalidToken("this refresh token was already used; the session is revoked")
     if row.expires_at <= now:
         raise InvalidToken("the refresh token has expired; log in again")
@@ -163,34 +166,37 @@ async def refresh_session(
     if spent.rowcount != 1:  # type: ignore[attr-defined]  # a concurrent refresh won
         auth_session.revoked_at = now
         await session.commit()
+        await revocations.revoke(user.id)
         raise InvalidToken("this refresh token was already used; the session is revoked")
     return await _issue(session=session, signer=signer, user_id=user.id, session_id=auth_session.id)
 
 
-async def revoke_session_of(*, session: AsyncSession, refresh_token: str) -> None:
+async def revoke_session_of(
+    *, session: AsyncSession, revocations: Revocations, refresh_token: str
+) -> None:
     row = await session.scalar(
         select(RefreshToken).where(RefreshToken.token_hash == hash_secret(refresh_token))
     )
     if row is not None:
-        await revoke_session(session=session, session_id=row.session_id)
+        await revoke_session(session=session, revocations=revocations, session_id=row.session_id)
 
 
-async def revoke_session(*, session: AsyncSession, session_id: uuid.UUID) -> None:
-    await session.execute(
+async def revoke_session(
+    *, session: AsyncSession, revocations: Revocations, session_id: uuid.UUID
+) -> None:
+    user_id = await session.scalar(
         update(AuthSession)
         .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
+        .returning(AuthSession.user_id)
     )
     await session.commit()
+    if user_id is not None:
+        await revocations.revoke(user_id)
 
 
-async def user_for_access_token(
-    *, session: AsyncSession, signer: TokenSigner, token: str
-) -> tuple[User, uuid.UUID]:
-    """The user behind a valid access token of a live session, and the session id."""
-    claims = decode_access_token(
-        token, secret=signer.secret, issuer=signer.issuer, audience=signer.audience
-    )
+async def user_for_claims(*, session: AsyncSession, claims: AccessClaims) -> tuple[User, uuid.UUID]:
+    """The user behind verified access-token claims, if their session is live."""
     row = (
         await session.execute(
             select(User, AuthSession.revoked_at)
@@ -208,12 +214,27 @@ async def user_for_access_token(
     return user, claims.session_id
 
 
-async def user_for_api_key(*, session: AsyncSession, key: str) -> User:
+async def user_for_access_token(
+    *, session: AsyncSession, signer: TokenSigner, token: str
+) -> tuple[User, uuid.UUID]:
+    """The user behind a valid access token of a live session, and the session id."""
+    claims = decode_access_token(
+        token, secret=signer.secret, issuer=signer.issuer, audience=signer.audience
+    )
+    return await user_for_claims(session=session, claims=claims)
+
+
+# `last_used_at` of an API key is written at most this often (not on every request).
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
+async def user_for_api_key(*, session: AsyncSession, key_hash: str) -> User:
+    """The owner of the live API key with this hash (`hash_secret(key)`)."""
     row = (
         await session.execute(
             select(User, ApiKey)
             .join(ApiKey, ApiKey.user_id == User.id)
-            .where(ApiKey.key_hash == hash_secret(key))
+            .where(ApiKey.key_hash == key_hash)
         )
     ).first()
     if row is None:
@@ -223,8 +244,10 @@ async def user_for_api_key(*, session: AsyncSession, key: str) -> User:
         raise InvalidToken("the API key was revoked")
     if not user.is_active:
         raise InvalidToken("this account is disabled")
-    api_key.last_used_at = utcnow()
-    await session.commit()
+    now = utcnow()
+    if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_PRECISION:
+        api_key.last_used_at = now
+        await session.commit()
     return user
 
 
@@ -232,6 +255,7 @@ async def change_password(
     *,
     session: AsyncSession,
     settings: AuthSettings,
+    revocations: Revocations,
     user: User,
     current: str,
     new: str,
@@ -253,6 +277,7 @@ async def change_password(
         .values(revoked_at=utcnow())
     )
     await session.commit()
+    await revocations.revoke(user.id)
 
 
 async def check_password(*, user: User, password: str | None, what: str) -> None:
@@ -261,12 +286,16 @@ async def check_password(*, user: User, password: str | None, what: str) -> None
         raise PermissionDenied(f"the password is wrong; {what}")
 
 
-async def delete_account(*, session: AsyncSession, user: User, password: str | None) -> None:
+async def delete_account(
+    *, session: AsyncSession, revocations: Revocations, user: User, password: str | None
+) -> None:
     """Delete the user and, by cascade, their conversations, keys and sessions."""
     if user.password_hash is not None:
         await check_password(user=user, password=password, what="the account was not deleted")
+    user_id = user.id
     await session.delete(user)
     await session.commit()
+    await revocations.revoke(user_id)
 
 
 async def create_api_key(*, session: AsyncSession, user: User, name: str) -> tuple[ApiKey, str]:
@@ -284,13 +313,16 @@ async def list_api_keys(*, session: AsyncSession, user: User) -> list[ApiKey]:
     return list(rows)
 
 
-async def revoke_api_key(*, session: AsyncSession, user: User, key_id: uuid.UUID) -> None:
+async def revoke_api_key(
+    *, session: AsyncSession, revocations: Revocations, user: User, key_id: uuid.UUID
+) -> None:
     row = await session.get(ApiKey, key_id)
     if row is None or row.user_id != user.id:
         raise NotFound(f"API key {key_id} not found")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         await session.commit()
+        await revocations.revoke(user.id)
 
 
 async def list_users(*, session: AsyncSession, limit: int, offset: int) -> tuple[list[User], bool]:
@@ -302,7 +334,9 @@ async def list_users(*, session: AsyncSession, limit: int, offset: int) -> tuple
     return rows[:limit], len(rows) > limit
 
 
-async def set_role(*, session: AsyncSession, email: str, role: Role) -> User:
+async def set_role(
+    *, session: AsyncSession, revocations: Revocations, email: str, role: Role
+) -> User:
     """Make the account with `email` an admin or a plain user (the ops command)."""
     email = email.strip().lower()
     user = await session.scalar(select(User).where(User.email == email))
@@ -313,6 +347,7 @@ async def set_role(*, session: AsyncSession, email: str, role: Role) -> User:
         )
     user.role = role
     await session.commit()
+    await revocations.revoke(user.id)
     return user
 
 
@@ -323,7 +358,12 @@ async def list_admins(*, session: AsyncSession) -> list[User]:
 
 
 async def set_user_active(
-    *, session: AsyncSession, actor: User, user_id: uuid.UUID, active: bool
+    *,
+    session: AsyncSession,
+    revocations: Revocations,
+    actor: User,
+    user_id: uuid.UUID,
+    active: bool,
 ) -> User:
     if actor.role != "admin":
         raise PermissionDenied("only admins can do this")
@@ -334,4 +374,5 @@ async def set_user_active(
         raise InvalidRequest("admins cannot disable their own account")
     user.is_active = active
     await session.commit()
+    await revocations.revoke(user.id)
     return user

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -12,28 +11,17 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.client import ShardClient
-from chatapp.auth import service
+from chatapp.auth import credentials
+from chatapp.auth.credentials import CredentialCache, Principal
 from chatapp.auth.oidc import OidcClient
 from chatapp.auth.service import TokenSigner
 from chatapp.auth.tokens import API_KEY_PREFIX, InvalidToken
 from chatapp.cache.responses import CacheMode
 from chatapp.chat.service import ChatService
 from chatapp.config import Settings
-from chatapp.db.models import User
 from chatapp.errors import PermissionDenied
-from chatapp.ratelimit import RateLimiter
+from chatapp.ratelimit import RateLimiter, TrustedProxies
 from deployments.handles import RetrievalHandle, RouterHandle
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling, checked against the database on every request (so disabling an
-    account or ending a session takes effect at once)."""
-
-    id: uuid.UUID
-    email: str
-    role: str
-    session_id: uuid.UUID | None = None  # None when authenticated by API key
 
 
 @dataclass(slots=True)
@@ -49,6 +37,12 @@ class IngressState:
     signer: TokenSigner
     limiter: RateLimiter
     oidc: dict[str, OidcClient] = field(default_factory=dict)
+    credentials: CredentialCache = field(init=False)  # built from `settings`
+    proxies: TrustedProxies = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.credentials = CredentialCache.from_settings(self.settings.redis, self.settings.auth)
+        self.proxies = TrustedProxies(self.settings.auth.trusted_proxies)
 
 
 # Dependencies are `async def` even where they do not await: FastAPI runs a plain `def`
@@ -74,14 +68,11 @@ bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 BearerDep = Annotated[str | None, Depends(bearer)]
 
 
-def _principal(user: User, session_id: uuid.UUID | None) -> Principal:
-    return Principal(id=user.id, email=user.email, role=user.role, session_id=session_id)
-
-
 # Authentication uses a session of its own, closed as soon as the caller is known: the
 # request's `SessionDep` lives until the response ends, which for a streamed reply held a
 # pooled connection (idle in transaction) for the whole stream and capped concurrent
-# streams at the pool's size.
+# streams at the pool's size. Most requests need no session at all: the replica's
+# credential cache knows the caller (chatapp/auth/credentials.py).
 
 
 async def get_current_user(state: StateDep, token: BearerDep) -> Principal:
@@ -90,19 +81,17 @@ async def get_current_user(state: StateDep, token: BearerDep) -> Principal:
         raise InvalidToken("log in first: send `Authorization: Bearer <access token>`")
     if token.startswith(API_KEY_PREFIX):
         raise InvalidToken("API keys work on the /v1 API; log in to use /api")
-    async with state.sessionmaker() as session:
-        user, session_id = await service.user_for_access_token(
-            session=session, signer=state.signer, token=token
-        )
-    return _principal(user, session_id)
+    return await credentials.principal_for_access_token(
+        sessionmaker=state.sessionmaker, signer=state.signer, cache=state.credentials, token=token
+    )
 
 
 async def get_api_user(state: StateDep, token: BearerDep) -> Principal:
     """A logged-in user or an API key (`Authorization: Bearer cak_…`), for /v1."""
     if token and token.startswith(API_KEY_PREFIX):
-        async with state.sessionmaker() as session:
-            user = await service.user_for_api_key(session=session, key=token)
-        return _principal(user, None)
+        return await credentials.principal_for_api_key(
+            sessionmaker=state.sessionmaker, cache=state.credentials, key=token
+        )
     return await get_current_user(state, token)
 
 
@@ -161,4 +150,14 @@ CacheModeDep = Annotated[CacheMode, Depends(cache_mode)]
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client's address; behind AUTH_TRUSTED_PROXIES, from their X-Forwarded-For."""
+    state: IngressState = request.app.state.chatapp
+    peer = request.client.host if request.client else None
+    return state.proxies.client(peer, request.headers.getlist("x-forwarded-for"))
+
+
+async def get_client_ip(request: Request) -> str:
+    return client_ip(request)
+
+
+ClientIp = Annotated[str, Depends(get_client_ip)]

@@ -50,7 +50,11 @@ async def test_registering_a_listed_admin_email_in_another_case_gives_a_plain_us
 
 
 def test_registering_the_admin_email_gives_no_admin_until_ops_grant_it(
-    http: httpx.Client, pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    http: httpx.Client,
+    pg_url: str,
+    app_overrides: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
 ) -> None:
     forget_account(pg_url, ADMIN_EMAIL)  # as on a fresh server
     # anyone may register the listed address (in another case) with their own password
@@ -61,7 +65,10 @@ def test_registering_the_admin_email_gives_no_admin_until_ops_grant_it(
     assert http.get("/api/admin/users", headers=bearer(tokens)).status_code == 403
 
     # ops make it an admin with the CLI, which talks to the database directly
+    # (and its Redis, so the replicas drop the role they cached for this token at once)
     monkeypatch.setenv("DATABASE_URL", pg_url)
+    monkeypatch.setenv("REDIS_URL", app_overrides["redis"]["url"])
+    monkeypatch.setenv("REDIS_KEY_PREFIX", app_overrides["redis"]["key_prefix"])
     assert main(["admin", "grant", ADMIN_EMAIL.upper()]) == 0
     assert f"{ADMIN_EMAIL} is now an admin" in capsys.readouterr().out
     assert http.get("/api/admin/users", headers=bearer(tokens)).status_code == 200

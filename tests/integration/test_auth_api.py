@@ -12,10 +12,12 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import openai
 import pytest
+import ray
 from ray import serve
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actors.client import kill_shards
+from chatapp.auth.credentials import Revocations
 from chatapp.auth.service import set_role
 from chatapp.config import Settings
 from deployments.app import build_app
@@ -108,6 +110,8 @@ def test_refresh_rotates_and_reuse_revokes_the_family(http: httpx.Client) -> Non
 
 def test_logout_revokes_the_session(http: httpx.Client) -> None:
     _, tokens = new_account(http)
+    for _ in range(2):  # the replica has it cached now (AUTH_CACHE_TTL_S)
+        assert http.get("/api/me", headers=bearer(tokens)).status_code == 200
     assert (
         http.post("/api/auth/logout", json={"refresh_token": tokens["refresh_token"]}).status_code
         == 204
@@ -212,7 +216,10 @@ def register_and_login_admin(http: httpx.Client, pg_url: str) -> dict[str, str]:
         register_and_login(str(http.base_url), email=ADMIN_EMAIL, password=PASSWORD)
 
     async def grant(session: AsyncSession) -> None:
-        await set_role(session=session, email=ADMIN_EMAIL, role="admin")
+        # a fresh login follows, so no cached credential needs revoking
+        await set_role(
+            session=session, revocations=Revocations(None), email=ADMIN_EMAIL, role="admin"
+        )
 
     in_db(pg_url, grant)
     return bearer(login(http, ADMIN_EMAIL))
@@ -370,7 +377,10 @@ def limited_app(chat_app: str, pg_url: str, app_overrides: dict[str, Any]) -> It
             "chat_request_limit": "3/minute",
             "chat_token_limit": "300/minute",
             "login_failure_limit": "3/15minutes",
+            "login_account_failure_limit": "6/hour",
             "login_ip_limit": "1000/minute",
+            # what the ingress replica sees as the peer: Serve's proxy on this node
+            "trusted_proxies": ["127.0.0.1", ray.util.get_node_ip_address()],
         },
     }
     serve.run(build_app(overrides), name="limited", route_prefix="/limited")
@@ -409,6 +419,60 @@ def test_brute_force_locks_the_account(limited_app: str) -> None:
         locked = http.post("/api/auth/token", data={"username": address, "password": PASSWORD})
         assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
         assert "failed password checks" in locked.json()["error"]["message"]
+
+
+def test_a_client_guessing_a_password_locks_out_only_itself(limited_app: str) -> None:
+    """Issue 9, item 7: 4 wrong passwords from an attacker used to lock the account
+    everywhere, the owner's correct password included."""
+    address = email()
+    attacker = {"X-Forwarded-For": "203.0.113.9"}  # as Serve's proxy would forward it
+    owner = {"X-Forwarded-For": "198.51.100.7"}
+    with httpx.Client(base_url=limited_app, timeout=60) as http:
+        registered = http.post("/api/auth/register", json={"email": address, "password": PASSWORD})
+        assert registered.status_code == 201
+        codes = [
+            http.post(
+                "/api/auth/token",
+                data={"username": address, "password": f"guess {i} guess"},
+                headers=attacker,
+            ).status_code
+            for i in range(4)
+        ]
+        assert codes == [401, 401, 401, 429]
+        right = {"username": address, "password": PASSWORD}
+        assert http.post("/api/auth/token", data=right, headers=owner).status_code == 200
+        assert http.post("/api/auth/token", data=right, headers=attacker).status_code == 429
+
+
+def test_guesses_from_many_clients_stop_at_the_account_ceiling(limited_app: str) -> None:
+    address = email()
+    with httpx.Client(base_url=limited_app, timeout=60) as http:
+        http.post("/api/auth/register", json={"email": address, "password": PASSWORD})
+
+        def guess(client: str) -> int:
+            return http.post(
+                "/api/auth/token",
+                data={"username": address, "password": "wrong wrong wrong"},
+                headers={"X-Forwarded-For": client},
+            ).status_code
+
+        assert [guess(ip) for ip in ["203.0.113.1"] * 3 + ["203.0.113.2"] * 3] == [401] * 6
+        # AUTH_LOGIN_ACCOUNT_FAILURE_LIMIT (6/hour here): a seventh address is refused too
+        assert guess("203.0.113.3") == 429
+
+
+def test_x_forwarded_for_from_an_unnamed_peer_buys_no_extra_guesses(http: httpx.Client) -> None:
+    """Without AUTH_TRUSTED_PROXIES the header is the client's own word: ignored."""
+    address, _ = new_account(http)
+    codes = [
+        http.post(
+            "/api/auth/token",
+            data={"username": address, "password": f"guess {i} guess"},
+            headers={"X-Forwarded-For": f"203.0.113.{i}"},
+        ).status_code
+        for i in range(6)
+    ]
+    assert codes == [401] * 5 + [429]
 
 
 def test_token_rate_limit_counts_what_replies_used(limited_app: str) -> None:

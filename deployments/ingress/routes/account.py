@@ -19,7 +19,7 @@ from chatapp.auth.schemas import (
 )
 from chatapp.db.models import User
 from chatapp.errors import NotFound
-from deployments.ingress.deps import CurrentAdmin, CurrentUser, SessionDep, StateDep
+from deployments.ingress.deps import ClientIp, CurrentAdmin, CurrentUser, SessionDep, StateDep
 from deployments.ingress.lockout import password_attempt
 
 router = APIRouter(tags=["account"])
@@ -39,15 +39,20 @@ async def me(user: CurrentUser, session: SessionDep) -> UserPublic:
 
 @router.post("/api/me/password", status_code=204)
 async def change_password(
-    body: PasswordChange, user: CurrentUser, state: StateDep, session: SessionDep
+    body: PasswordChange,
+    user: CurrentUser,
+    state: StateDep,
+    session: SessionDep,
+    client: ClientIp,
 ) -> Response:
     """Set a new password; every other session is logged out. Wrong current passwords
     count towards the account's lockout, like failed logins."""
     account = await _user(session, user.id)
-    async with password_attempt(state, account.email):
+    async with password_attempt(state, account.email, client):
         await service.change_password(
             session=session,
             settings=state.settings.auth,
+            revocations=state.credentials.revocations,
             user=account,
             current=body.current_password,
             new=body.new_password,
@@ -58,13 +63,22 @@ async def change_password(
 
 @router.delete("/api/me", status_code=204)
 async def delete_account(
-    body: AccountDelete, user: CurrentUser, state: StateDep, session: SessionDep
+    body: AccountDelete,
+    user: CurrentUser,
+    state: StateDep,
+    session: SessionDep,
+    client: ClientIp,
 ) -> Response:
     """Delete the account with all its conversations, keys and sessions. Wrong passwords
     count towards the account's lockout, like failed logins."""
     account = await _user(session, user.id)
-    async with password_attempt(state, account.email):
-        await service.delete_account(session=session, user=account, password=body.password)
+    async with password_attempt(state, account.email, client):
+        await service.delete_account(
+            session=session,
+            revocations=state.credentials.revocations,
+            user=account,
+            password=body.password,
+        )
     return Response(status_code=204)
 
 
@@ -86,8 +100,15 @@ async def list_api_keys(user: CurrentUser, session: SessionDep) -> list[ApiKeyPu
 
 
 @router.delete("/api/keys/{key_id}", status_code=204)
-async def revoke_api_key(key_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
-    await service.revoke_api_key(session=session, user=await _user(session, user.id), key_id=key_id)
+async def revoke_api_key(
+    key_id: uuid.UUID, user: CurrentUser, state: StateDep, session: SessionDep
+) -> Response:
+    await service.revoke_api_key(
+        session=session,
+        revocations=state.credentials.revocations,
+        user=await _user(session, user.id),
+        key_id=key_id,
+    )
     return Response(status_code=204)
 
 
@@ -106,17 +127,29 @@ async def list_users(
 
 
 @router.post("/api/admin/users/{user_id}/disable", tags=["admin"])
-async def disable_user(user_id: uuid.UUID, admin: CurrentAdmin, session: SessionDep) -> UserPublic:
+async def disable_user(
+    user_id: uuid.UUID, admin: CurrentAdmin, state: StateDep, session: SessionDep
+) -> UserPublic:
     """Disable an account: its tokens and API keys stop working at once."""
     user = await service.set_user_active(
-        session=session, actor=await _user(session, admin.id), user_id=user_id, active=False
+        session=session,
+        revocations=state.credentials.revocations,
+        actor=await _user(session, admin.id),
+        user_id=user_id,
+        active=False,
     )
     return UserPublic.model_validate(user)
 
 
 @router.post("/api/admin/users/{user_id}/enable", tags=["admin"])
-async def enable_user(user_id: uuid.UUID, admin: CurrentAdmin, session: SessionDep) -> UserPublic:
+async def enable_user(
+    user_id: uuid.UUID, admin: CurrentAdmin, state: StateDep, session: SessionDep
+) -> UserPublic:
     user = await service.set_user_active(
-        session=session, actor=await _user(session, admin.id), user_id=user_id, active=True
+        session=session,
+        revocations=state.credentials.revocations,
+        actor=await _user(session, admin.id),
+        user_id=user_id,
+        active=True,
     )
     return UserPublic.model_validate(user)

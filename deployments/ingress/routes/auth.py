@@ -25,6 +25,7 @@ from chatapp.db.models import User
 from chatapp.errors import NotFound, Unauthenticated
 from deployments.ingress.deps import (
     BearerDep,
+    ClientIp,
     CurrentUser,
     IngressState,
     SessionDep,
@@ -68,7 +69,7 @@ async def login(
     """OAuth2 password flow: form fields `username` (the email) and `password`."""
     limits, email = state.settings.auth, form.username.strip().lower()
     await state.limiter.hit(limits.login_ip_limit, "login-ip", client_ip(request), what="logins")
-    async with password_attempt(state, email):
+    async with password_attempt(state, email, client_ip(request)):
         user = await service.authenticate(session=session, email=email, password=form.password)
         if user is None:
             raise Unauthenticated("wrong email or password")
@@ -79,7 +80,10 @@ async def login(
 async def refresh(body: RefreshRequest, state: StateDep, session: SessionDep) -> TokenPair:
     """Trade a refresh token for a new pair; each refresh token works once."""
     return await service.refresh_session(
-        session=session, signer=state.signer, refresh_token=body.refresh_token
+        session=session,
+        signer=state.signer,
+        revocations=state.credentials.revocations,
+        refresh_token=body.refresh_token,
     )
 
 
@@ -88,13 +92,18 @@ async def logout(
     state: StateDep, session: SessionDep, token: BearerDep, body: RefreshRequest | None = None
 ) -> Response:
     """End the session of the refresh token (or of the bearer access token)."""
+    revocations = state.credentials.revocations
     if body is not None:
-        await service.revoke_session_of(session=session, refresh_token=body.refresh_token)
+        await service.revoke_session_of(
+            session=session, revocations=revocations, refresh_token=body.refresh_token
+        )
     elif token:
         _, session_id = await service.user_for_access_token(
             session=session, signer=state.signer, token=token
         )
-        await service.revoke_session(session=session, session_id=session_id)
+        await service.revoke_session(
+            session=session, revocations=revocations, session_id=session_id
+        )
     else:
         raise Unauthenticated("send the refresh token in the body or an access token")
     return Response(status_code=204)
@@ -149,6 +158,7 @@ async def oidc_link(
     state: StateDep,
     session: SessionDep,
     response: Response,
+    client: ClientIp,
 ) -> OidcLinkStart:
     """Start linking this provider to the logged-in account (the way for an account made
     with a password, whose email nobody verified, to log in with the provider too). Needs
@@ -159,7 +169,7 @@ async def oidc_link(
     if account is None:
         raise NotFound("account not found")
     if account.password_hash is not None:
-        async with password_attempt(state, account.email):
+        async with password_attempt(state, account.email, client):
             await service.check_password(
                 user=account, password=body.password, what="nothing was linked"
             )
