@@ -7,13 +7,25 @@ Reads page by keyset (never load a whole conversation); writes rely on the uniqu
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from chatapp.chat.ports import ReplyRecord
 from chatapp.chat.schemas import MessagePublic
@@ -66,6 +78,67 @@ def _contains(text: str) -> str:
     return f"%{escaped}%"
 
 
+def search_text(q: str | None, *, max_chars: int) -> str | None:
+    """The text a conversation search looks for (None: no search); `InvalidRequest` when
+    it is longer than `max_chars`, so one request cannot make the match arbitrarily
+    costly."""
+    text = (q or "").strip()
+    if len(text) > max_chars:
+        raise InvalidRequest(
+            f"q: the search text is {len(text)} characters long; at most {max_chars} are allowed"
+        )
+    return text or None
+
+
+def _words_query(text: str) -> str | None:
+    """A PostgreSQL tsquery finding every word of `text` (words of 3+ letters also as the
+    start of a longer word: "quok" finds "quokka"); None when `text` has no words."""
+    words = re.findall(r"[^\W_]+", text.lower())
+    terms = [f"'{w}':*" if len(w) >= 3 else f"'{w}'" for w in words]
+    return " & ".join(terms) or None
+
+
+def conversations_query(
+    *, user_id: uuid.UUID, dialect: str, cursor: str | None = None, q: str | None = None
+) -> Select[Conversation]:
+    """The user's conversations, newest first, after `cursor`, matching `q` if given.
+
+    `q` keeps the conversations whose title contains it (ignoring case) or that have a
+    message containing it: on PostgreSQL every word of `q` (full-text search over the
+    GIN index of migration 0006, so a query costs its matches, never a scan of long
+    messages), on SQLite the text itself (LIKE). The messages searched are joined to the
+    user's conversations, so PostgreSQL picks per query between the index (rare words)
+    and reading this user's messages (common ones).
+    """
+    query = select(Conversation).where(Conversation.user_id == user_id)
+    if q:
+        pattern = _contains(q)
+        matches: ColumnElement[bool] = Conversation.title.ilike(pattern, escape="\\")
+        found: ColumnElement[bool] | None = None
+        if dialect != "postgresql":
+            found = Message.content.ilike(pattern, escape="\\")
+        elif (words := _words_query(q)) is not None:
+            # The expression of the index: to_tsvector('simple', content).
+            vector = func.to_tsvector(literal_column("'simple'"), Message.content)
+            found = vector.op("@@")(func.to_tsquery(literal_column("'simple'"), words))
+        if found is not None:
+            mine = aliased(Conversation)
+            in_messages = (
+                select(Message.conversation_id)
+                .join(mine, mine.id == Message.conversation_id)
+                .where(mine.user_id == user_id, found)
+            )
+            matches = matches | Conversation.id.in_(in_messages)
+        query = query.where(matches)
+    if cursor:
+        stamp, ident = _decode_cursor(cursor)
+        query = query.where(
+            (Conversation.updated_at < stamp)
+            | ((Conversation.updated_at == stamp) & (Conversation.id < ident))
+        )
+    return query.order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+
+
 async def list_conversations(
     *,
     session: AsyncSession,
@@ -74,31 +147,10 @@ async def list_conversations(
     cursor: str | None = None,
     q: str | None = None,
 ) -> tuple[list[Conversation], str | None]:
-    """Newest first; returns the page and the cursor of the next one.
-
-    `q` keeps the conversations whose title or any message contains it, ignoring case
-    (ILIKE on PostgreSQL, lower() LIKE lower() on SQLite).
-    """
-    query = select(Conversation).where(Conversation.user_id == user_id)
-    if q:
-        pattern = _contains(q)
-        in_messages = (
-            select(Message.id)
-            .where(
-                Message.conversation_id == Conversation.id,
-                Message.content.ilike(pattern, escape="\\"),
-            )
-            .exists()
-        )
-        query = query.where(Conversation.title.ilike(pattern, escape="\\") | in_messages)
-    if cursor:
-        stamp, ident = _decode_cursor(cursor)
-        query = query.where(
-            (Conversation.updated_at < stamp)
-            | ((Conversation.updated_at == stamp) & (Conversation.id < ident))
-        )
-    query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit + 1)
-    rows = list((await session.scalars(query)).all())
+    """A page of `conversations_query` and the cursor of the next one."""
+    dialect = session.get_bind().dialect.name
+    query = conversations_query(user_id=user_id, dialect=dialect, cursor=cursor, q=q)
+    rows = list((await session.scalars(query.limit(limit + 1))).all())
     if len(rows) > limit:
         rows = rows[:limit]
         return rows, _encode_cursor(rows[-1].updated_at, rows[-1].id)

@@ -53,19 +53,24 @@ async def create_conversation(
 async def list_conversations(
     user: CurrentUser,
     session: SessionDep,
+    state: StateDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
     q: Annotated[
         str | None,
         Query(
-            max_length=200,
-            description="Only conversations whose title or messages "
-            "contain this text (case-insensitive).",
+            description="Only conversations whose title or messages contain this text "
+            "(case-insensitive; at most CHAT_MAX_SEARCH_CHARS characters, searches "
+            "rate-limited by CHAT_SEARCH_LIMIT).",
         ),
     ] = None,
 ) -> ConversationPage:
+    chat = state.settings.chat
+    text = repository.search_text(q, max_chars=chat.max_search_chars)
+    if text is not None:
+        await state.limiter.hit(chat.search_limit, "search", str(user.id), what="searches")
     rows, next_cursor = await repository.list_conversations(
-        session=session, user_id=user.id, limit=limit, cursor=cursor, q=(q or "").strip() or None
+        session=session, user_id=user.id, limit=limit, cursor=cursor, q=text
     )
     return ConversationPage(
         items=[ConversationPublic.model_validate(r) for r in rows], next_cursor=next_cursor
