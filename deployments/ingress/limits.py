@@ -1,7 +1,11 @@
-"""Request body size limit as ASGI middleware: 413 before the body is buffered.
+"""Request body size limit as ASGI middleware: 413 before the app sees a byte too many.
 
 Hand-written because Starlette has no body-size limit and the check must also cover
-chunked bodies without a Content-Length.
+chunked bodies without a Content-Length. A declared Content-Length over the limit is
+refused at once (the server delivers no more than it declares). A body without one is
+read here, up to the limit, before the app runs: raising from inside the app's
+`receive` does not work, because FastAPI turns any error while it parses a body into
+400 "There was an error parsing the body".
 """
 
 from __future__ import annotations
@@ -9,8 +13,6 @@ from __future__ import annotations
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from chatapp.errors import PayloadTooLarge
 
 
 class BodySizeLimit:
@@ -55,27 +57,34 @@ class BodySizeLimit:
                 if too_big:
                     await self._reject(send)
                     return
+                await self.app(scope, receive, send)
+                return
+        # No Content-Length (chunked, or no body): read the body here, up to the limit.
+        parts: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    # Raised inside the route, so the error handlers answer 413.
-                    raise PayloadTooLarge(f"request body is larger than {self.max_bytes} bytes")
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except PayloadTooLarge:
-            if not started:
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk: bytes = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
                 await self._reject(send)
+                return
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        buffered: Message | None = {
+            "type": "http.request",
+            "body": b"".join(parts),
+            "more_body": False,
+        }
+
+        async def replay() -> Message:
+            nonlocal buffered
+            if buffered is not None:
+                message, buffered = buffered, None
+                return message
+            return await receive()  # later: the disconnect, for streaming responses
+
+        await self.app(scope, replay, send)

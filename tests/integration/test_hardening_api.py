@@ -1,0 +1,102 @@
+"""Attack tests over HTTP against the running app (issue 9): an oversized chunked body
+(item 15), and another user's conversation on regenerate and edit (IDOR)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import register_and_login
+
+
+@pytest.fixture
+def client(chat_app: str) -> Iterator[httpx.Client]:
+    """A fresh user of the running app (their own rate-limit counters)."""
+    with httpx.Client(base_url=chat_app, timeout=120, headers=register_and_login(chat_app)) as c:
+        yield c
+
+
+def _error(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["message"] and error["code"], error
+    return error
+
+
+# -- item 15: an oversized chunked body ----------------------------------------------------
+
+
+def test_an_oversized_chunked_body_is_413(client: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: Transfer-Encoding: chunked
+        yield b'{"title": "'
+        for _ in range(100):
+            yield b"x" * 1024
+        yield b'"}'
+
+    before = client.get("/api/conversations").json()
+    response = client.post(
+        "/api/conversations", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert _error(response, 413)["code"] == "payload_too_large"
+    assert client.get("/api/conversations").json() == before
+
+    def small() -> Iterator[bytes]:  # a chunked body under the limit still works
+        yield b'{"title": '
+        yield b'"chunked"}'
+
+    created = client.post(
+        "/api/conversations", content=small(), headers={"content-type": "application/json"}
+    )
+    assert created.status_code == 201 and created.json()["title"] == "chunked"
+
+
+# -- IDOR: another user's conversation ---------------------------------------------------
+
+
+def _history(client: httpx.Client, conv: str) -> list[tuple[int, str, str]]:
+    detail = client.get(f"/api/conversations/{conv}")
+    assert detail.status_code == 200, detail.text
+    return [(m["seq"], m["role"], m["content"]) for m in detail.json()["messages"]]
+
+
+@pytest.fixture
+def victims_conversation(chat_app: str) -> Iterator[tuple[httpx.Client, str]]:
+    with httpx.Client(base_url=chat_app, timeout=120, headers=register_and_login(chat_app)) as v:
+        conv = v.post("/api/conversations", json={"title": "private"}).json()["id"]
+        sent = v.post(
+            f"/api/conversations/{conv}/messages",
+            json={"content": "My secret is 1234.", "stream": False, "max_tokens": 4},
+        )
+        assert sent.status_code == 200, sent.text
+        yield v, conv
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("regenerate", {"stream": False, "max_tokens": 4}),
+        ("regenerate", None),
+        ("messages", {"content": "Tell me", "replace_from_seq": 0, "stream": False}),
+        ("messages", {"content": "Tell me", "replace_from_seq": 0}),
+        ("messages", {"content": "Tell me", "stream": False}),
+    ],
+)
+def test_regenerate_and_edit_on_another_users_conversation_are_404(
+    client: httpx.Client,
+    victims_conversation: tuple[httpx.Client, str],
+    path: str,
+    body: dict[str, Any] | None,
+) -> None:
+    victim, conv = victims_conversation
+    before = _history(victim, conv)
+    response = client.post(f"/api/conversations/{conv}/{path}", json=body)
+    error = _error(response, 404)
+    assert error["code"] == "not_found" and "1234" not in response.text
+    assert _history(victim, conv) == before
+    # exactly like a conversation that does not exist
+    missing = client.post(f"/api/conversations/{uuid.uuid4()}/{path}", json=body)
+    assert missing.status_code == 404
