@@ -227,11 +227,10 @@ async def principal_for_api_key(
     if principal is not None:
         return principal
     async with sessionmaker() as session:
-        user = await service.user_for_api_key(session=session, key_hash=key_hash)
+        user, api_key = await service.user_for_api_key(session=session, key_hash=key_hash)
     if user_id is not None and user_id != user.id:  # cannot happen: a key has one owner
         raise InvalidToken("the API key is invalid")
     principal = Principal(id=user.id, email=user.email, role=user.role)
-    cache.remember(
-        key_hash, user_id=user.id, principal=principal, stamp=stamp, not_after=float("inf")
-    )
+    expires = api_key.expires_at.timestamp() if api_key.expires_at else float("inf")
+    cache.remember(key_hash, user_id=user.id, principal=principal, stamp=stamp, not_after=expires)
     return principal

@@ -38,6 +38,11 @@ class UserPage(BaseModel):
 class PasswordChange(_Strict):
     current_password: str = Field(..., max_length=1024)
     new_password: str = Field(..., min_length=1, max_length=1024)
+    revoke_api_keys: bool = Field(
+        True,
+        description="Revoke every API key of the account too (a changed password often means "
+        "a leaked one); false keeps them working.",
+    )
 
 
 class AccountDelete(_Strict):
@@ -59,6 +64,9 @@ class RefreshRequest(_Strict):
 
 class ApiKeyCreate(_Strict):
     name: str = Field(..., min_length=1, max_length=100)
+    expires_in_days: int | None = Field(
+        None, ge=1, le=3650, description="The key stops working after this many days; unset: never."
+    )
 
 
 class ApiKeyPublic(BaseModel):
@@ -68,8 +76,12 @@ class ApiKeyPublic(BaseModel):
     name: str
     prefix: str = Field(description="The key's first characters, to recognise it.")
     created_at: datetime
-    last_used_at: datetime | None
+    last_used_at: datetime | None = Field(
+        description="When the key was last used (to the minute: it is written at most once a "
+        "minute)."
+    )
     revoked_at: datetime | None
+    expires_at: datetime | None = Field(description="When the key stops working; null: never.")
 
 
 class ApiKeyCreated(ApiKeyPublic):

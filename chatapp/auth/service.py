@@ -228,7 +228,7 @@ async def user_for_access_token(
 LAST_USED_PRECISION = timedelta(minutes=1)
 
 
-async def user_for_api_key(*, session: AsyncSession, key_hash: str) -> User:
+async def user_for_api_key(*, session: AsyncSession, key_hash: str) -> tuple[User, ApiKey]:
     """The owner of the live API key with this hash (`hash_secret(key)`)."""
     row = (
         await session.execute(
@@ -242,13 +242,15 @@ async def user_for_api_key(*, session: AsyncSession, key_hash: str) -> User:
     user, api_key = row
     if api_key.revoked_at is not None:
         raise InvalidToken("the API key was revoked")
+    now = utcnow()
+    if api_key.expires_at is not None and api_key.expires_at <= now:
+        raise InvalidToken("the API key expired; create a new one")
     if not user.is_active:
         raise InvalidToken("this account is disabled")
-    now = utcnow()
     if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_PRECISION:
         api_key.last_used_at = now
         await session.commit()
-    return user
+    return user, api_key
 
 
 async def change_password(
@@ -260,8 +262,10 @@ async def change_password(
     current: str,
     new: str,
     keep_session: uuid.UUID | None,
+    revoke_api_keys: bool = True,
 ) -> None:
-    """Set a new password and end every other session."""
+    """Set a new password and end every other session (and, unless told not to, revoke
+    every API key)."""
     # Rules first: a weak new password costs no password check (and no lockout count).
     check_password_strength(new, email=user.email, min_length=settings.password_min_length)
     if not await verify_password_off_loop(current, user.password_hash):
@@ -276,6 +280,12 @@ async def change_password(
         )
         .values(revoked_at=utcnow())
     )
+    if revoke_api_keys:
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
     await session.commit()
     await revocations.revoke(user.id)
 
@@ -298,9 +308,18 @@ async def delete_account(
     await revocations.revoke(user_id)
 
 
-async def create_api_key(*, session: AsyncSession, user: User, name: str) -> tuple[ApiKey, str]:
+async def create_api_key(
+    *, session: AsyncSession, user: User, name: str, expires_in: timedelta | None = None
+) -> tuple[ApiKey, str]:
+    """A new API key (shown once; only its hash is stored), expiring after `expires_in`."""
     key = new_secret(API_KEY_PREFIX)
-    row = ApiKey(user_id=user.id, name=name.strip(), prefix=key[:12], key_hash=hash_secret(key))
+    row = ApiKey(
+        user_id=user.id,
+        name=name.strip(),
+        prefix=key[:12],
+        key_hash=hash_secret(key),
+        expires_at=utcnow() + expires_in if expires_in is not None else None,
+    )
     session.add(row)
     await session.commit()
     return row, key
@@ -373,6 +392,12 @@ async def set_user_active(
     if user.id == actor.id and not active:
         raise InvalidRequest("admins cannot disable their own account")
     user.is_active = active
+    if not active:  # enabling it again later must not revive these sessions
+        await session.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
     await session.commit()
     await revocations.revoke(user.id)
     return user

@@ -179,6 +179,58 @@ def test_api_keys_work_with_the_openai_sdk_and_stop_when_revoked(
         sdk.models.list()
 
 
+def test_api_keys_expire_list_their_last_use_and_end_with_a_password_change(
+    http: httpx.Client,
+) -> None:
+    _, tokens = new_account(http)
+    made = http.post(
+        "/api/keys", json={"name": "ci", "expires_in_days": 30}, headers=bearer(tokens)
+    ).json()
+    kept = http.post("/api/keys", json={"name": "kept"}, headers=bearer(tokens)).json()
+    assert made["expires_at"] is not None and kept["expires_at"] is None
+    for key in (made["key"], kept["key"]):
+        assert http.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    listed = {k["name"]: k for k in http.get("/api/keys", headers=bearer(tokens)).json()}
+    assert listed["ci"]["last_used_at"] is not None and listed["ci"]["expires_at"]
+    too_long = http.post(
+        "/api/keys", json={"name": "x", "expires_in_days": 0}, headers=bearer(tokens)
+    )
+    assert too_long.status_code == 422
+
+    # a changed password revokes the keys (a leaked password may have made them) ...
+    changed = http.post(
+        "/api/me/password",
+        json={"current_password": PASSWORD, "new_password": "another long passphrase"},
+        headers=bearer(tokens),
+    )
+    assert changed.status_code == 204
+    for key in (made["key"], kept["key"]):
+        assert http.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    # ... unless the user keeps them
+    key = http.post("/api/keys", json={"name": "k"}, headers=bearer(tokens)).json()["key"]
+    kept_keys = http.post(
+        "/api/me/password",
+        json={
+            "current_password": "another long passphrase",
+            "new_password": "a third long passphrase",
+            "revoke_api_keys": False,
+        },
+        headers=bearer(tokens),
+    )
+    assert kept_keys.status_code == 204
+    assert http.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_another_users_api_key_cannot_be_revoked(http: httpx.Client) -> None:
+    _, alice = new_account(http)
+    _, mallory = new_account(http)
+    key = http.post("/api/keys", json={"name": "a"}, headers=bearer(alice)).json()
+    assert http.delete(f"/api/keys/{key['id']}", headers=bearer(mallory)).status_code == 404
+    assert key["id"] not in [k["id"] for k in http.get("/api/keys", headers=bearer(mallory)).json()]
+    auth = {"Authorization": f"Bearer {key['key']}"}
+    assert http.get("/v1/models", headers=auth).status_code == 200
+
+
 def test_admin_disables_a_user_and_their_tokens_and_keys_stop_at_once(
     http: httpx.Client, pg_url: str
 ) -> None:
@@ -204,8 +256,18 @@ def test_admin_disables_a_user_and_their_tokens_and_keys_stop_at_once(
         == 401
     )
 
+    # enabling the account again does not revive the sessions it had (issue 9, item 8);
+    # its API keys work again, and its owner logs in afresh
     assert http.post(f"/api/admin/users/{me['id']}/enable", headers=admin).status_code == 200
-    assert http.get("/api/me", headers=bearer(user_tokens)).status_code == 200
+    assert http.get("/api/me", headers=bearer(user_tokens)).status_code == 401
+    assert (
+        http.post(
+            "/api/auth/refresh", json={"refresh_token": user_tokens["refresh_token"]}
+        ).status_code
+        == 401
+    )
+    assert http.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert http.get("/api/me", headers=bearer(login(http, me["email"]))).status_code == 200
 
 
 def register_and_login_admin(http: httpx.Client, pg_url: str) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -57,6 +58,7 @@ async def change_password(
             current=body.current_password,
             new=body.new_password,
             keep_session=user.session_id,
+            revoke_api_keys=body.revoke_api_keys,
         )
     return Response(status_code=204)
 
@@ -88,7 +90,10 @@ async def create_api_key(
 ) -> ApiKeyCreated:
     """A new API key for the /v1 API. The key is in this answer only."""
     row, key = await service.create_api_key(
-        session=session, user=await _user(session, user.id), name=body.name
+        session=session,
+        user=await _user(session, user.id),
+        name=body.name,
+        expires_in=timedelta(days=body.expires_in_days) if body.expires_in_days else None,
     )
     return ApiKeyCreated(**ApiKeyPublic.model_validate(row).model_dump(), key=key)
 
