@@ -158,7 +158,7 @@ class ProviderRouter:
                 logger.info("falling back to %s after: %s", step.entry.name, errors[-1][1])
             started = self._clock()
             try:
-                agen, first = await self._open(step, params)
+                agen, first, attempt_started = await self._open(step, params)
             except InvalidRequest:
                 raise  # the request itself is wrong: another model would refuse it too
             except ContextWindowExceeded as exc:
@@ -171,7 +171,8 @@ class ProviderRouter:
                 continue
             failed_first = errors[0][0].name if errors else None
             fallback_from = failed_first if failed_first != step.entry.name else None
-            async for chunk in self._rest(step.entry, agen, first, started, key, fallback_from):
+            rest = self._rest(step.entry, agen, first, started, attempt_started, key, fallback_from)
+            async for chunk in rest:
                 yield chunk
             return
         raise _final_error(errors)
@@ -222,8 +223,9 @@ class ProviderRouter:
 
     async def _open(
         self, step: _Step, params: SamplingParams
-    ) -> tuple[_Stream, TextDelta | Finish]:
-        """The stream and its first chunk, retried per the policy."""
+    ) -> tuple[_Stream, TextDelta | Finish, float]:
+        """The stream, its first chunk and when the attempt that answered began, retried
+        per the policy."""
         entry = step.entry
 
         def on_retry(exc: BaseException, delay: float) -> None:
@@ -237,7 +239,7 @@ class ProviderRouter:
 
     async def _attempt(
         self, step: _Step, params: SamplingParams
-    ) -> tuple[_Stream, TextDelta | Finish]:
+    ) -> tuple[_Stream, TextDelta | Finish, float]:
         entry = step.entry
         provider = self._providers[entry.provider]
         labels = (entry.provider, entry.name)
@@ -258,7 +260,8 @@ class ProviderRouter:
 
     async def _first(
         self, provider: ChatProvider, step: _Step, params: SamplingParams
-    ) -> tuple[_Stream, TextDelta | Finish]:
+    ) -> tuple[_Stream, TextDelta | Finish, float]:
+        attempt_started = self._clock()
         agen = provider.stream(step.messages, params, model=step.entry.provider_model)
         if step.entry.provider != SELF_HOSTED:  # its deployment coalesces its own stream
             agen = self._coalesced(agen)
@@ -274,7 +277,7 @@ class ProviderRouter:
         except BaseException:
             await _close(agen)
             raise
-        return agen, first
+        return agen, first, attempt_started
 
     async def _rest(
         self,
@@ -282,13 +285,17 @@ class ProviderRouter:
         agen: _Stream,
         first: TextDelta | Finish,
         started: float,
+        attempt_started: float,
         key: str | None,
         fallback_from: str | None = None,
     ) -> AsyncIterator[Chunk]:
         labels = (entry.provider, entry.name)
         first_at = self._clock()
         self._metrics.ttft.labels(*labels).observe(first_at - started)
-        deadline = started + self._timeouts.total_s
+        # The whole-answer timeout runs from the attempt that answered: a retried request
+        # (a whole answer above all, which arrives in one piece) is not failed for the
+        # time its failed attempts took.
+        deadline = attempt_started + self._timeouts.total_s
         parts: list[str] = []
         chunk: TextDelta | Finish = first
         try:

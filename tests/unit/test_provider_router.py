@@ -302,6 +302,18 @@ async def test_no_first_token_in_time_falls_back() -> None:
     )
 
 
+async def test_a_whole_answer_retried_after_a_timeout_is_not_failed_for_the_first_attempt() -> None:
+    """A non-streamed request waits the whole-answer timeout for its first chunk; the
+    attempt that answers gets the whole timeout again (it used to run from the first
+    attempt, so the retried answer, complete, failed as a mid-answer timeout)."""
+    rig = Rig(retry_attempts=2, total_timeout_s=0.3)
+    rig.openai.enqueue(Answer("late", delay_s=3), Answer("Paris is the capital."))
+    whole = SamplingParams(max_tokens=32, temperature=0.7, whole=True)
+    text, last = await run(rig.router, params=whole)
+    assert text == "Paris is the capital." and isinstance(last, Finish)
+    assert len(rig.openai.history) == 2 and rig.anthropic.history == []
+
+
 # -- long prompts --------------------------------------------------------------------
 
 
