@@ -109,10 +109,9 @@ CurrentAdmin = Annotated[Principal, Depends(get_current_admin)]
 
 
 async def _limit_chat(state: IngressState, user: Principal) -> Principal:
-    """Per-user chat limits: requests per minute, and tokens per minute so far."""
-    limits = state.settings.auth
-    await state.limiter.check(limits.chat_token_limit, "chat-tokens", str(user.id), what="tokens")
-    await state.limiter.hit(limits.chat_request_limit, "chat-requests", str(user.id))
+    """Per-user chat requests per minute (tokens per minute, the monthly budget and
+    concurrent replies are held by the chat service's usage meter)."""
+    await state.limiter.hit(state.settings.auth.chat_request_limit, "chat-requests", str(user.id))
     return user
 
 
