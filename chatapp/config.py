@@ -137,7 +137,7 @@ class ShardSettings(BaseSettings):
     name_prefix: str = Field("chatapp-shard", description="Actor names are '<prefix>-<i>'.")
     namespace: str = Field("chatapp", description="Ray namespace of the shard actors.")
     max_hot: int = Field(
-        2000, ge=1, description="Hot conversations per shard before the least recent is passivated."
+        5000, ge=1, description="Hot conversations per shard before the least recent is passivated."
     )
     max_hot_bytes: int = Field(
         128 * 1024 * 1024,
@@ -158,7 +158,11 @@ class ServeSettings(BaseSettings):
 
     model_config = _section("SERVE_")
 
-    host: str = Field("0.0.0.0", description="HTTP bind address.")
+    host: str = Field(
+        "127.0.0.1",
+        description="HTTP bind address of `chatapp run`: this machine only unless told "
+        "otherwise (0.0.0.0: every interface). Clusters use serve_config.yaml's http_options.",
+    )
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     ingress_replicas: int = Field(1, ge=1, description="Ingress replicas.")
     ingress_max_ongoing_requests: int = Field(
