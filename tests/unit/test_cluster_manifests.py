@@ -78,3 +78,70 @@ def test_scrape_config_targets_the_serve_service_and_ray_pods() -> None:
         for p in c.get("ports", [])
     }
     assert {"serve", "metrics"} <= head_ports
+
+
+def _pod_templates(rayservice: dict[str, Any]) -> list[dict[str, Any]]:
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    return [g["template"] for g in groups]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    wanted = selector.get("matchLabels", {})
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def test_network_policy_admits_only_the_serve_port_from_outside_ray() -> None:
+    policy = yaml.safe_load((ROOT / "cluster/networkpolicy.yaml").read_text())
+    rayservice = yaml.safe_load((ROOT / "cluster/rayservice.yaml").read_text())
+    assert policy["kind"] == "NetworkPolicy" and "Ingress" in policy["spec"]["policyTypes"]
+    selector = policy["spec"]["podSelector"]
+    assert selector["matchLabels"], "the policy selects the Ray pods, not everything"
+    # every Ray pod (head and each worker group) is covered by the policy
+    for template in _pod_templates(rayservice):
+        assert _selects(selector, template["metadata"]["labels"]), template
+
+    ports_from_outside: set[int] = set()
+    for rule in policy["spec"]["ingress"]:
+        peers = rule.get("from")
+        assert peers, "no rule admits traffic from everywhere"
+        ray_pods_only = all(
+            set(p) == {"podSelector"} and p["podSelector"] == selector for p in peers
+        )
+        if ray_pods_only:
+            continue  # Ray's own traffic between its pods
+        ports = {p["port"] for p in rule.get("ports", [])}
+        assert ports, f"a rule from outside the Ray pods opens every port: {rule}"
+        operator = all(
+            p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+            == "kuberay-operator"
+            for p in peers
+        )
+        if operator:
+            assert ports == {8265}, "the operator needs the dashboard's Serve API only"
+            continue
+        ports_from_outside |= ports
+    # users and Prometheus: Serve's port and Ray's metrics port; never the dashboard or GCS
+    assert 8000 in ports_from_outside
+    assert ports_from_outside <= {8000, 8080}, ports_from_outside
+
+
+def test_the_dashboard_is_not_on_a_public_service() -> None:
+    rayservice = yaml.safe_load((ROOT / "cluster/rayservice.yaml").read_text())
+    serve_service = rayservice["spec"]["serveService"]["spec"]
+    assert [p["port"] for p in serve_service["ports"]] == [8000]
+    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert head.get("serviceType", "ClusterIP") == "ClusterIP"
+    assert head.get("enableIngress", False) is False
+    # in production the app hides /docs and wants a token for /metrics
+    env = {e["name"]: e for e in head["template"]["spec"]["containers"][0]["env"]}
+    assert env["CHATAPP_ENVIRONMENT"]["value"] == "production"
+    assert "SERVE_METRICS_TOKEN" in env and "SERVE_DOCS_ENABLED" not in env
+    monitor = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "cluster/monitoring/servicemonitor.yaml").read_text())
+        if d["kind"] == "ServiceMonitor"
+    )
+    token = env["SERVE_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+    sent = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
+    assert (sent["name"], sent["key"]) == (token["name"], token["key"])
