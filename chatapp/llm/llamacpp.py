@@ -16,6 +16,7 @@ from typing import Any
 
 from chatapp.errors import ServiceUnavailable
 from chatapp.llm.base import ChatEngine, ChatMessage, Finish, SamplingParams, TextDelta
+from chatapp.llm.template import render_segments
 
 logger = logging.getLogger(__name__)
 _END = object()
@@ -66,12 +67,18 @@ class LlamaCppEngine(ChatEngine):
         logger.info("llama.cpp loaded %s (n_ctx=%d)", self._gguf_path.name, self.context_window)
 
     def _prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
-        rendered = self._formatter(
-            messages=[{"role": m.role, "content": m.content} for m in messages]
-        )
-        tokens: list[int] = self._llm.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=False, special=True
-        )
+        """The prompt's tokens: the template's control tokens parsed as such, the
+        messages' text never (a user's `<|im_start|>` stays plain text)."""
+
+        def render(dicts: list[dict[str, str]]) -> str:
+            prompt: str = self._formatter(messages=dicts).prompt
+            return prompt
+
+        tokens: list[int] = []
+        for segment in render_segments(render, messages):
+            tokens += self._llm.tokenize(
+                segment.text.encode("utf-8"), add_bos=False, special=segment.control
+            )
         return tokens
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
