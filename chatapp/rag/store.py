@@ -35,7 +35,8 @@ from chatapp.rag.schemas import RetrievedChunk
 logger = logging.getLogger(__name__)
 
 _VERSION = re.compile(r"^v(\d{6})$")
-KB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# fullmatch only: `$` would let a trailing newline through
+KB_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 CHUNK_COLUMNS = (
     "chunk_id", "source", "sha256", "title", "section", "anchor",
     "position", "start", "end", "text",
@@ -77,7 +78,7 @@ class Manifest:
 
 
 def check_kb_name(name: str) -> str:
-    if not KB_NAME.match(name):
+    if not KB_NAME.fullmatch(name):
         raise InvalidRequest(
             f"knowledge base name {name!r}: use 1-64 lower-case letters, digits, '-' or '_'"
         )
@@ -195,7 +196,9 @@ class IndexStore:
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name for p in self.root.iterdir() if KB_NAME.match(p.name) and self.versions(p.name)
+            p.name
+            for p in self.root.iterdir()
+            if KB_NAME.fullmatch(p.name) and self.versions(p.name)
         )
 
     def versions(self, kb: str) -> list[int]:

@@ -44,12 +44,12 @@ async def change_password(
     user: CurrentUser,
     state: StateDep,
     session: SessionDep,
-    client: ClientIp,
+    client_address: ClientIp,
 ) -> Response:
     """Set a new password; every other session is logged out. Wrong current passwords
     count towards the account's lockout, like failed logins."""
     account = await _user(session, user.id)
-    async with password_attempt(state, account.email, client):
+    async with password_attempt(state, account.email, client_address):
         await service.change_password(
             session=session,
             settings=state.settings.auth,
@@ -69,12 +69,12 @@ async def delete_account(
     user: CurrentUser,
     state: StateDep,
     session: SessionDep,
-    client: ClientIp,
+    client_address: ClientIp,
 ) -> Response:
     """Delete the account with all its conversations, keys and sessions. Wrong passwords
     count towards the account's lockout, like failed logins."""
     account = await _user(session, user.id)
-    async with password_attempt(state, account.email, client):
+    async with password_attempt(state, account.email, client_address):
         await service.delete_account(
             session=session,
             revocations=state.credentials.revocations,
