@@ -193,7 +193,7 @@ def test_a_provider_timeout_mid_answer_is_the_same_error_on_api_and_v1(
         assert events[-1].json()["error"]["code"] == "provider_timeout"
         assert events[-1].json()["status"] == "incomplete"
 
-        provider.enqueue(slow)
+        provider.enqueue(slow, slow)  # the attempt and its retry both time out
         reply = client.post(url, json={"content": "count slowly", "stream": False})
         assert reply.status_code == 200, reply.text
         assert reply.json()["fallback_from"] == "gpt-fake"
@@ -209,7 +209,7 @@ def test_a_provider_timeout_mid_answer_is_the_same_error_on_api_and_v1(
         assert json.loads(frames[-2])["error"]["code"] == "provider_timeout"
         assert any("w0" in frame for frame in frames)
 
-        provider.enqueue(slow)
+        provider.enqueue(slow, slow)
         reply = client.post("/v1/chat/completions", json=body)
         assert reply.status_code == 200, reply.text
         assert reply.json()["usage"]["fallback_from"] == "gpt-fake"
