@@ -2,10 +2,11 @@
 
 Wraps vLLM's v1 `AsyncLLM`. The prompt is rendered here with the model's own chat
 template and sent as token ids, so `count_tokens` and the `prompt_tokens` of every
-`Finish` agree exactly. Output comes as DELTA request outputs: one `TextDelta` per
-engine step; `Finish.completion_tokens` also counts a stop token, which has no text.
-A stream closed early (client gone, `CancelledError`) aborts its request
-in the engine, so its KV cache and batch slot are freed at once.
+`Finish` agree exactly; message text is tokenized with special tokens split, so a user's
+`<|im_start|>` cannot open a turn (`chatapp.llm.template`). Output comes as DELTA request
+outputs: one `TextDelta` per engine step; `Finish.completion_tokens` also counts a stop
+token, which has no text. A stream closed early (client gone, `CancelledError`) aborts
+its request in the engine, so its KV cache and batch slot are freed at once.
 
 vLLM is imported lazily (`start()`, `stream()`): `import chatapp.llm.vllm` works
 without it, and `start()` says how to install it.
@@ -33,6 +34,7 @@ from chatapp.errors import (
     ServiceUnavailable,
 )
 from chatapp.llm.base import ChatEngine, ChatMessage, Finish, SamplingParams, TextDelta
+from chatapp.llm.template import render_segments
 
 logger = logging.getLogger(__name__)
 
@@ -185,15 +187,25 @@ class VLLMEngine(ChatEngine):
         return int(self._require_engine().get_num_unfinished_requests())
 
     def _prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The prompt's token ids: the template's special tokens parsed as such, the
+        messages' text never (a user's `<|im_start|>` stays plain text)."""
         if self._tokenizer is None:
             raise ServiceUnavailable(f"the vLLM engine for {self.model_name} is not started")
-        text = self._tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        # The template writes the special tokens itself.
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
+        tokenizer = self._tokenizer
+
+        def render(dicts: list[dict[str, str]]) -> str:
+            text: str = tokenizer.apply_chat_template(
+                dicts, tokenize=False, add_generation_prompt=True
+            )
+            return text
+
+        ids: list[int] = []
+        for segment in render_segments(render, messages):
+            # The template writes the special tokens itself (no BOS added here).
+            ids += tokenizer.encode(
+                segment.text, add_special_tokens=False, split_special_tokens=not segment.control
+            )
+        return ids
 
     def _require_engine(self) -> Any:
         if self._engine is None:
