@@ -26,7 +26,7 @@ This module holds the measurement loop and the report; the pieces are modules of
 `bench.loadgen` (the load generator), `bench.systems` (baseline, ChatApp, Serve flag
 configurations, PostgreSQL) and `bench.baseline` (the passthrough app).
 
-    .venv/bin/python bench/chat_turn.py                 # ~2 minutes
+    .venv/bin/python bench/chat_turn.py                 # ~3 minutes
     .venv/bin/python bench/chat_turn.py --quick         # smoke run, ~1 minute
     .venv/bin/python bench/chat_turn.py --flags         # + Ray Serve flag rows, ~6 minutes
     .venv/bin/python -m bench.chat_turn --quick         # the same, as a module
@@ -250,6 +250,7 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
             f"{_fmt(s['p50'] / b['p50'], '8.2f')}{_fmt(s['p99'] / b['p99'], '8.2f')}"
             f"{_fmt(ttft, '8.2f')}"
         )
+    report_targets(rows)
     print()
     print("Server CPU by process (cores, mean over the measured window)")
     for row in rows:
@@ -262,6 +263,58 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
         print("Errors (status:kind count)")
         for row, e in errs:
             print(f"  {row.system} {row.endpoint} {row.mode} {row.users}: {e}")
+
+
+def report_targets(rows: list[Row]) -> None:
+    """Issue 11's chat-turn rows: the issue's "before", this run's figure for each ChatApp
+    system, the target, and met or missed by how much (the 10,000-user soak is
+    bench/users.py's, the /v1 rows bench/gateway.py's)."""
+    stats = {(r.system, r.mode, r.users): _stats(r) for r in rows if r.result is not None}
+    systems = list(dict.fromkeys(r.system for r in rows if r.system != "baseline"))
+    print()
+    print("Issue 11 targets, chat turn (before: the issue's figures; the rest: this run)")
+    print(f"{'figure':<46}{'before':<13}{'target':<17}" + "".join(f"{s:<30}" for s in systems))
+
+    def pair(system: str, mode: str, users: int) -> tuple[dict[str, float], dict[str, float]]:
+        nan = dict.fromkeys(("rps", "p50", "p99", "ttft50", "server_cpu"), math.nan)
+        return stats.get((system, mode, users), nan), stats.get(("baseline", mode, users), nan)
+
+    def cpu(system: str) -> str:
+        s, _ = pair(system, "stream", 32)
+        ms = s["server_cpu"] * 1000 / s["rps"] if s["rps"] else math.nan
+        return _verdict(f"{ms:.1f} ms", ms - 20, "ms")
+
+    def rps(system: str) -> str:
+        (sj, bj), (ss, bs) = pair(system, "json", 32), pair(system, "stream", 32)
+        worst = min(sj["rps"] / bj["rps"], ss["rps"] / bs["rps"])
+        text = f"{sj['rps'] / bj['rps']:.2f}x / {ss['rps'] / bs['rps']:.2f}x"
+        return _verdict(text, 0.75 - worst, "x")
+
+    def latency(system: str) -> str:
+        s, b = pair(system, "stream", 32)
+        p50, p99 = s["p50"] / b["p50"], s["p99"] / b["p99"]
+        return _verdict(f"{p50:.2f}x / {p99:.2f}x", max(p50 - 1.15, p99 - 1.5), "x")
+
+    def ttft(system: str) -> str:
+        s, b = pair(system, "stream", 1)
+        over = s["ttft50"] - b["ttft50"]
+        return _verdict(f"{over:+.1f} ms", over - 5, "ms")
+
+    table = (
+        ("server CPU per turn (streamed, 32 users)", "44-52 ms", "<= 20 ms", cpu),
+        ("req/s vs passthrough, 32 users (json/stream)", "0.34-0.37x", ">= 0.75x", rps),
+        ("p50 / p99 vs passthrough, 32 users (stream)", "2.7x / 3.9x", "<= 1.15x/1.5x", latency),
+        ("TTFT overhead vs passthrough, 1 user", "+31 ms", "<= +5 ms", ttft),
+    )
+    for figure, before, goal, measure in table:
+        print(f"{figure:<46}{before:<13}{goal:<17}" + "".join(f"{measure(s):<30}" for s in systems))
+
+
+def _verdict(figure: str, excess: float, unit: str) -> str:
+    """`figure`, met or missed by `excess` (positive: over the target), or not measured."""
+    if math.isnan(excess):
+        return "not measured"
+    return f"{figure} " + ("met" if excess <= 0 else f"missed by {excess:.2f}{unit}")
 
 
 # --------------------------------------------------------------------------- main
@@ -279,7 +332,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--concurrency",
         type=_int_list,
         default=None,
-        help="virtual users (default 32, --quick 16); a comma list (e.g. 1,32) measures each",
+        help="virtual users (default 1,32: the targets' rows; --quick 16); a comma list",
     )
     parser.add_argument("--tokens-per-s", type=float, default=200.0)
     parser.add_argument("--reply-tokens", type=int, default=64)
@@ -315,7 +368,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.duration, args.warmup = 3.0, 1.0
     if args.concurrency is None:
-        args.concurrency = [16] if args.quick else [32]
+        args.concurrency = [16] if args.quick else [1, 32]
     args.src = args.src.resolve()
     return args
 
