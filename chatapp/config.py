@@ -97,7 +97,17 @@ class LLMSettings(BaseSettings):
     )
     num_gpus: float = Field(0, ge=0, description="GPUs per self-hosted LLM replica.")
     num_cpus: float = Field(1, ge=0, description="CPUs reserved per self-hosted LLM replica.")
-    num_replicas: int = Field(1, ge=1, description="Replicas of the self-hosted LLM deployment.")
+    min_replicas: int = Field(
+        1, ge=1, description="Self-hosted LLM autoscaling: fewest replicas (a loaded model)."
+    )
+    max_replicas: int = Field(1, ge=1, description="Self-hosted LLM autoscaling: most replicas.")
+    target_ongoing_requests: float | None = Field(
+        None,
+        gt=0,
+        description="Self-hosted LLM autoscaling: requests per replica aimed at. Unset: by "
+        "engine — 2 for llama.cpp (one answer at a time, one waiting), 32 for vLLM "
+        "(continuous batching), 64 for the simulated engine.",
+    )
     n_threads: int | None = Field(
         None, ge=1, description="llama.cpp threads. Unset: llama.cpp chooses."
     )
@@ -164,7 +174,25 @@ class ServeSettings(BaseSettings):
         "otherwise (0.0.0.0: every interface). Clusters use serve_config.yaml's http_options.",
     )
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
-    ingress_replicas: int = Field(1, ge=1, description="Ingress replicas.")
+    ingress_min_replicas: int = Field(1, ge=1, description="Ingress autoscaling: fewest replicas.")
+    ingress_max_replicas: int = Field(2, ge=1, description="Ingress autoscaling: most replicas.")
+    ingress_target_ongoing_requests: float = Field(
+        64,
+        gt=0,
+        description="Ingress autoscaling: in-flight requests (open streams included) per "
+        "replica aimed at.",
+    )
+    router_min_replicas: int = Field(1, ge=1, description="Router autoscaling: fewest replicas.")
+    router_max_replicas: int = Field(2, ge=1, description="Router autoscaling: most replicas.")
+    router_target_ongoing_requests: float = Field(
+        64, gt=0, description="Router autoscaling: in-flight answers per replica aimed at."
+    )
+    upscale_delay_s: float = Field(
+        10.0, ge=0, description="Autoscaling: load above target this long adds replicas."
+    )
+    downscale_delay_s: float = Field(
+        300.0, ge=0, description="Autoscaling: load below target this long removes replicas."
+    )
     ingress_max_ongoing_requests: int = Field(
         512, ge=1, description="Requests per ingress replica (I/O-bound)."
     )
@@ -266,6 +294,23 @@ class AuthSettings(BaseSettings):
     )
     cache_max_entries: int = Field(
         50_000, ge=1, description="Credentials a replica remembers at most (least recent go)."
+    )
+    refresh_reuse_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="A refresh token presented again this soon after its use (two tabs "
+        "refreshing at once) gets a new access token instead of ending the session.",
+    )
+    hsts_max_age_s: int | None = Field(
+        None,
+        ge=0,
+        description="Strict-Transport-Security max-age sent with every response (0: none). "
+        "Unset: one year in production when AUTH_PUBLIC_URL is https://, else none.",
+    )
+    cookie_secure: bool | None = Field(
+        None,
+        description="Mark the refresh-token cookie Secure (sent over HTTPS only). Unset: when "
+        "AUTH_PUBLIC_URL is https://; set false only for plain-http development.",
     )
 
     @field_validator("trusted_proxies")
@@ -560,6 +605,13 @@ class Settings(BaseSettings):
         if self.serve.metrics_token is not None and self.serve.metrics_token.get_secret_value():
             return "token"
         return "public" if self.environment != "production" else "off"
+
+    def hsts_max_age_s(self) -> int:
+        """Strict-Transport-Security max-age to send (0: none)."""
+        if self.auth.hsts_max_age_s is not None:
+            return self.auth.hsts_max_age_s
+        https = self.auth.public_url.startswith("https://")
+        return 365 * 24 * 3600 if self.environment == "production" and https else 0
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:

@@ -16,18 +16,20 @@ from deployments.ingress.app import ChatIngress
 from deployments.llm_server import SelfHostedLLM
 from deployments.retrieval import Retrieval, retrieval_options
 from deployments.router import ChatRouter
+from deployments.scaling import ingress_autoscaling, llm_autoscaling, router_autoscaling
 
 
 def compose(settings: Settings) -> Application:
     """Bind the deployments for `settings` (no side effects)."""
     logging_config = {"enable_access_log": settings.serve.access_log}
     llm = SelfHostedLLM.options(  # type: ignore[attr-defined]
-        num_replicas=settings.llm.num_replicas,
+        autoscaling_config=llm_autoscaling(settings.llm, settings.serve),
         max_ongoing_requests=settings.llm.max_ongoing_requests,
         ray_actor_options={"num_cpus": settings.llm.num_cpus, "num_gpus": settings.llm.num_gpus},
         logging_config=logging_config,
     ).bind(settings.llm, settings.serve)
     router = ChatRouter.options(  # type: ignore[attr-defined]
+        autoscaling_config=router_autoscaling(settings.serve),
         max_ongoing_requests=settings.serve.router_max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
         logging_config=logging_config,
@@ -35,10 +37,10 @@ def compose(settings: Settings) -> Application:
     retrieval = None
     if settings.rag.enabled:
         retrieval = Retrieval.options(  # type: ignore[attr-defined]
-            **retrieval_options(settings.rag, logging_config)
+            **retrieval_options(settings.rag, settings.serve, logging_config)
         ).bind(settings.rag)
     return ChatIngress.options(  # type: ignore[attr-defined,no-any-return]
-        num_replicas=settings.serve.ingress_replicas,
+        autoscaling_config=ingress_autoscaling(settings.serve),
         max_ongoing_requests=settings.serve.ingress_max_ongoing_requests,
         # The replica's HTTP server (uvicorn) would otherwise take the client address from
         # X-Forwarded-For whenever the peer is 127.0.0.1, e.g. Serve's HAProxy on the same

@@ -17,11 +17,12 @@ from typing import Any
 
 from ray import serve
 
-from chatapp.config import RagSettings
+from chatapp.config import RagSettings, ServeSettings
 from chatapp.errors import InvalidRequest, NotFound
 from chatapp.rag.embedder import Embedder, Vectors, model_label
 from chatapp.rag.schemas import KnowledgeBasePublic, RetrievedChunk
 from chatapp.rag.store import LoadedIndex, store_for
+from deployments.scaling import autoscaling
 
 logger = logging.getLogger(__name__)
 
@@ -160,15 +161,17 @@ class Retrieval:
         self._ensure_watcher()
 
 
-def retrieval_options(rag: RagSettings, logging_config: dict[str, Any]) -> dict[str, Any]:
+def retrieval_options(
+    rag: RagSettings, serve: ServeSettings, logging_config: dict[str, Any]
+) -> dict[str, Any]:
     """Serve options of the retrieval deployment from settings (autoscaling, resources)."""
     return {
-        "autoscaling_config": {
-            "min_replicas": rag.min_replicas,
-            "initial_replicas": max(1, rag.min_replicas),
-            "max_replicas": rag.max_replicas,
-            "target_ongoing_requests": rag.target_ongoing_requests,
-        },
+        "autoscaling_config": autoscaling(
+            serve,
+            min_replicas=rag.min_replicas,
+            max_replicas=rag.max_replicas,
+            target=rag.target_ongoing_requests,
+        ),
         "max_ongoing_requests": rag.max_ongoing_requests,
         "ray_actor_options": {"num_cpus": rag.num_cpus, "num_gpus": rag.num_gpus},
         "logging_config": logging_config,

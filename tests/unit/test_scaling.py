@@ -1,0 +1,66 @@
+"""Every deployment of the composed application autoscales from settings: the ingress, the
+router, the self-hosted LLM (target by engine) and retrieval, with the same delays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from chatapp.config import Settings
+from deployments.app import compose
+
+
+def deployments(app: Application) -> dict[str, Any]:
+    """Each bound deployment of `app`'s graph by name, with its autoscaling config."""
+    found: dict[str, Any] = {}
+
+    def walk(node: Application) -> None:
+        bound = node._bound_deployment
+        found[bound.name] = bound._deployment_config.autoscaling_config
+        for arg in bound.init_args:
+            if isinstance(arg, Application):
+                walk(arg)
+
+    walk(app)
+    return found
+
+
+def test_every_deployment_autoscales_between_its_settings() -> None:
+    settings = Settings.from_overrides(
+        {
+            "llm": {"engine": "llamacpp", "min_replicas": 1, "max_replicas": 3},
+            "serve": {
+                "ingress_min_replicas": 2,
+                "ingress_max_replicas": 6,
+                "ingress_target_ongoing_requests": 100,
+                "router_max_replicas": 4,
+                "upscale_delay_s": 5,
+                "downscale_delay_s": 120,
+            },
+            "rag": {"enabled": True, "min_replicas": 0, "max_replicas": 3},
+        }
+    )
+    scaling = deployments(compose(settings))
+    assert set(scaling) == {"ChatIngress", "ChatRouter", "SelfHostedLLM", "Retrieval"}
+    ingress = scaling["ChatIngress"]
+    assert (ingress.min_replicas, ingress.max_replicas) == (2, 6)
+    assert ingress.initial_replicas == 2 and ingress.target_ongoing_requests == 100
+    assert (scaling["ChatRouter"].min_replicas, scaling["ChatRouter"].max_replicas) == (1, 4)
+    llm = scaling["SelfHostedLLM"]
+    assert (llm.min_replicas, llm.max_replicas, llm.target_ongoing_requests) == (1, 3, 2)
+    retrieval = scaling["Retrieval"]
+    assert (retrieval.min_replicas, retrieval.initial_replicas, retrieval.max_replicas) == (0, 1, 3)
+    for config in scaling.values():
+        assert (config.upscale_delay_s, config.downscale_delay_s) == (5, 120)
+
+
+def test_the_llm_target_follows_the_engine_unless_set() -> None:
+    def target(llm: dict[str, Any]) -> float:
+        app = compose(Settings.from_overrides({"llm": llm}))
+        return float(deployments(app)["SelfHostedLLM"].target_ongoing_requests)
+
+    assert target({"engine": "llamacpp"}) == 2
+    assert target({"engine": "vllm"}) == 32
+    assert target({"engine": "simulated"}) == 64
+    assert target({"engine": "llamacpp", "target_ongoing_requests": 5}) == 5
