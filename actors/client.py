@@ -42,6 +42,9 @@ class ShardClient:
                 namespace=self._settings.shards.namespace,
                 lifetime="detached",
                 get_if_exists=True,
+                # one per node where possible: a node lost takes few conversations' hot
+                # copies with it (Ray restarts a lost shard on a live node)
+                scheduling_strategy="SPREAD",
             ).remote(self._settings, self._names.index(name))
             self._handles[name] = handle
         return handle

@@ -69,6 +69,11 @@ class Conflict(ChatAppError):
     code = "conflict"
 
 
+class WriteConflict(Conflict):
+    """Another writer already stored this message's place: the writer's copy of the
+    conversation was stale (e.g. it moved to another shard and back)."""
+
+
 class RateLimited(ChatAppError):
     code = "rate_limited"
 

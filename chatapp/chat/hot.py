@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chatapp.chat import repository
 from chatapp.chat.ports import ReplyRecord, TurnStart
 from chatapp.chat.schemas import MessagePublic
-from chatapp.errors import Conflict, InvalidRequest
+from chatapp.errors import Conflict, InvalidRequest, WriteConflict
 from chatapp.llm.base import ChatMessage
 
 _TITLE_CHARS = 60
@@ -194,7 +194,19 @@ class ConversationStore:
     async def begin_turn(
         self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
     ) -> TurnStart:
-        """Store the user's message and return the history the prompt is built from."""
+        """Store the user's message and return the history the prompt is built from.
+
+        A stale hot copy (the conversation was written elsewhere meanwhile: it moved to
+        another shard and back when the shard count changed) fails its write and is
+        dropped; the turn then starts again once from SQL, so the move costs no error."""
+        try:
+            return await self._begin_turn(conversation_id, user_id, content)
+        except WriteConflict:
+            return await self._begin_turn(conversation_id, user_id, content)
+
+    async def _begin_turn(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
+    ) -> TurnStart:
         hot = await self._activate(conversation_id, user_id)
         async with hot.lock:
             now = self._clock()

@@ -30,7 +30,7 @@ from sqlalchemy.orm import aliased
 from chatapp.chat.ports import ReplyRecord
 from chatapp.chat.schemas import MessagePublic
 from chatapp.db.models import Conversation, Message, utcnow
-from chatapp.errors import Conflict, InvalidRequest, NotFound
+from chatapp.errors import InvalidRequest, NotFound, WriteConflict
 
 
 async def create_conversation(
@@ -265,7 +265,7 @@ async def append_message(
         await session.commit()
     except IntegrityError as exc:
         await session.rollback()
-        raise Conflict(
+        raise WriteConflict(
             f"message {seq} of conversation {conversation_id} was already written by another "
             "writer; reload the conversation and retry"
         ) from exc

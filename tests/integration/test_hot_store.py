@@ -91,19 +91,37 @@ async def test_one_turn_at_a_time_per_conversation(sessionmaker: Any) -> None:
         await s.begin_turn(conversation_id=conv_id, user_id=user_id, content="second")
 
 
-async def test_stale_writer_fails_cleanly(sessionmaker: Any) -> None:
+async def test_a_conversation_that_moved_shards_and_back_continues_without_an_error(
+    sessionmaker: Any,
+) -> None:
+    """The shard count changed twice: the old shard's hot copy is stale. Its write fails on
+    the (conversation, seq) guard, the copy is dropped and the turn starts again from SQL:
+    nothing overwritten, nothing duplicated, no error for the user."""
     user_id, conv_id = await setup(sessionmaker)
     old, new = store(sessionmaker), store(sessionmaker)
     await turn(old, user_id, conv_id, "one")  # old shard holds the conversation hot
     await turn(new, user_id, conv_id, "two")  # after a reshard, a new owner writes on
-    with pytest.raises(Conflict):
-        await old.begin_turn(conversation_id=conv_id, user_id=user_id, content="stale")
+    again = await turn(old, user_id, conv_id, "three")  # and back to the old shard
+    assert again.user_message.seq == 4
+    assert [m.content for m in again.history] == ["one", "re: one", "two", "re: two", "three"]
     async with sessionmaker() as session:
         rows, _ = await repository.list_messages(session=session, conversation_id=conv_id, limit=10)
-    assert [m.content for m in rows] == ["one", "re: one", "two", "re: two"]
-    # the stale copy was dropped: the next use re-activates from SQL and succeeds
-    again = await turn(old, user_id, conv_id, "three")
-    assert again.user_message.seq == 4
+    assert [(m.seq, m.content) for m in rows] == list(
+        enumerate(["one", "re: one", "two", "re: two", "three", "re: three"])
+    )
+
+
+async def test_a_stale_reply_is_refused_never_stored_twice(sessionmaker: Any) -> None:
+    user_id, conv_id = await setup(sessionmaker)
+    old, new = store(sessionmaker), store(sessionmaker)
+    await old.begin_turn(conversation_id=conv_id, user_id=user_id, content="one")
+    await turn(new, user_id, conv_id, "two")  # took seq 1 and 2 meanwhile
+    reply = ReplyRecord(content="late", status="complete", finish_reason="stop")
+    with pytest.raises(Conflict):
+        await old.finish_turn(conversation_id=conv_id, user_id=user_id, reply=reply)
+    async with sessionmaker() as session:
+        rows, _ = await repository.list_messages(session=session, conversation_id=conv_id, limit=10)
+    assert [m.content for m in rows] == ["one", "two", "re: two"]
 
 
 async def test_abort_undoes_the_turn(sessionmaker: Any) -> None:
