@@ -6,6 +6,7 @@ Also who the client is (`TrustedProxies`), which per-client limits count by.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Iterable
@@ -16,51 +17,76 @@ from limits.storage import storage_from_string
 
 from chatapp.errors import RateLimited
 
+logger = logging.getLogger(__name__)
+
 
 class RateLimiter:
+    """Sliding-window limits. With Redis, a Redis that cannot be reached does not fail the
+    request: the replica counts in-process until Redis answers again (each replica then
+    enforces its own share only; a warning is logged)."""
+
     def __init__(self, *, redis_url: str | None, key_prefix: str) -> None:
+        memory = SlidingWindowCounterRateLimiter(storage_from_string("async+memory://"))
+        self._fallback: SlidingWindowCounterRateLimiter | None = None
         if redis_url:
-            uri = "async+" + redis_url
             storage = storage_from_string(
-                uri, implementation="redispy", key_prefix=f"{key_prefix}rl"
+                "async+" + redis_url, implementation="redispy", key_prefix=f"{key_prefix}rl"
             )
+            self._limiter = SlidingWindowCounterRateLimiter(storage)
+            self._fallback = memory
         else:
-            storage = storage_from_string("async+memory://")
-        self._limiter = SlidingWindowCounterRateLimiter(storage)
+            self._limiter = memory
+
+    async def _hit(self, item: limits.RateLimitItem, keys: tuple[str, ...], cost: int) -> bool:
+        """Whether `cost` more fits under `item` for `keys` (and is counted)."""
+        try:
+            return await self._limiter.hit(item, *keys, cost=cost)
+        except Exception as exc:  # Redis away: count here meanwhile
+            if self._fallback is None:
+                raise
+            _warn_once(exc)
+            return await self._fallback.hit(item, *keys, cost=cost)
 
     async def _retry_after(self, item: limits.RateLimitItem, keys: tuple[str, ...]) -> float:
-        stats = await self._limiter.get_window_stats(item, *keys)
+        try:
+            stats = await self._limiter.get_window_stats(item, *keys)
+        except Exception:
+            if self._fallback is None:
+                raise
+            stats = await self._fallback.get_window_stats(item, *keys)
         return max(1.0, math.ceil(stats.reset_time - time.time()))
 
     async def hit(self, limit: str, *keys: str, cost: int = 1, what: str = "requests") -> None:
         """Count `cost` against `limit` for `keys`; `RateLimited` (with retry-after) if over."""
         item = limits.parse(limit)
-        if not await self._limiter.hit(item, *keys, cost=cost):
+        if not await self._hit(item, keys, cost):
             wait = await self._retry_after(item, keys)
             raise RateLimited(
                 f"too many {what}: the limit is {limit}; retry in {wait:.0f} s", retry_after=wait
             )
-
-    async def check(self, limit: str, *keys: str, what: str = "requests") -> None:
-        """`RateLimited` if `limit` is already used up for `keys` (counts nothing)."""
-        item = limits.parse(limit)
-        if not await self._limiter.test(item, *keys):
-            wait = await self._retry_after(item, keys)
-            raise RateLimited(
-                f"too many {what}: the limit is {limit}; retry in {wait:.0f} s", retry_after=wait
-            )
-
-    async def record(self, limit: str, *keys: str, cost: int) -> None:
-        """Count usage that already happened (e.g. tokens of a finished reply)."""
-        item = limits.parse(limit)
-        if cost > 0 and not await self._limiter.hit(item, *keys, cost=cost):
-            # Over the limit: use up what is left, so the next check refuses.
-            remaining = (await self._limiter.get_window_stats(item, *keys)).remaining
-            if remaining > 0:
-                await self._limiter.hit(item, *keys, cost=remaining)
 
     async def reset(self, limit: str, *keys: str) -> None:
-        await self._limiter.clear(limits.parse(limit), *keys)
+        item = limits.parse(limit)
+        if self._fallback is not None:
+            await self._fallback.clear(item, *keys)
+        try:
+            await self._limiter.clear(item, *keys)
+        except Exception as exc:
+            if self._fallback is None:
+                raise
+            _warn_once(exc)
+
+
+_warned_at = 0.0
+
+
+def _warn_once(exc: BaseException) -> None:
+    """One warning a minute while Redis is away, not one per request."""
+    global _warned_at
+    now = time.monotonic()
+    if now - _warned_at >= 60:
+        _warned_at = now
+        logger.warning("rate limits: Redis unreachable (%s); counting in-process meanwhile", exc)
 
 
 class TrustedProxies:

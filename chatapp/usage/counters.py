@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class Reserved:
 
 
 Seed = Callable[[], Awaitable[int]]
+T = TypeVar("T")
 
 
 class Counters(Protocol):
@@ -156,7 +157,9 @@ class RedisCounters:
     def __init__(self, *, url: str, key_prefix: str) -> None:
         from redis.asyncio import Redis
 
-        self._redis = Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        # Short timeouts: a Redis that does not answer falls back (FallbackCounters)
+        # instead of holding the turn.
+        self._redis = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=0.5)
         self._prefix = f"{key_prefix}usage:"
         self._reserve: Any = self._redis.register_script(_RESERVE)
         self._adjust: Any = self._redis.register_script(_ADJUST)
@@ -196,7 +199,52 @@ class RedisCounters:
         await self._redis.aclose()
 
 
+class FallbackCounters:
+    """Redis counters that fall back to this replica's own while Redis cannot be reached:
+    chat goes on, each replica enforcing the limits on what it sees (a warning a minute is
+    logged). Holds taken in Redis before it went away expire with their keys."""
+
+    def __init__(self, primary: Counters, fallback: Counters) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._warned_at = 0.0
+
+    async def _either(self, op: Callable[[Counters], Awaitable[T]]) -> T:
+        try:
+            return await op(self._primary)
+        except Exception as exc:  # redis errors and timeouts
+            now = time.monotonic()
+            if now - self._warned_at >= 60:
+                self._warned_at = now
+                logger.warning("usage counters: Redis unreachable (%s); counting in-process", exc)
+            return await op(self._fallback)
+
+    async def reserve(
+        self, key: str, amount: int, *, limit: int, ttl_s: float, seed: Seed | None = None
+    ) -> Reserved:
+        return await self._either(
+            lambda c: c.reserve(key, amount, limit=limit, ttl_s=ttl_s, seed=seed)
+        )
+
+    async def adjust(self, key: str, delta: int) -> None:
+        await self._either(lambda c: c.adjust(key, delta))
+
+    async def value(self, key: str, *, seed: Seed | None = None) -> int:
+        return await self._either(lambda c: c.value(key, seed=seed))
+
+    async def acquire(self, key: str, member: str, *, cap: int, ttl_s: float) -> bool:
+        return await self._either(lambda c: c.acquire(key, member, cap=cap, ttl_s=ttl_s))
+
+    async def release(self, key: str, member: str) -> None:
+        await self._either(lambda c: c.release(key, member))
+
+    async def aclose(self) -> None:
+        await self._primary.aclose()
+
+
 def build_counters(redis_url: str | None, key_prefix: str) -> Counters:
     if redis_url:
-        return RedisCounters(url=redis_url, key_prefix=key_prefix)
+        return FallbackCounters(
+            RedisCounters(url=redis_url, key_prefix=key_prefix), MemoryCounters()
+        )
     return MemoryCounters()
