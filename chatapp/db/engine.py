@@ -8,6 +8,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -50,6 +51,27 @@ def make_engine(settings: DatabaseSettings) -> AsyncEngine:
             cur.close()
 
     return engine
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached right now (down, restarting, a
+    connection cut, no pooled connection free in time) rather than that a query is wrong:
+    callers answer 503 with Retry-After and the next request tries again."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        ):
+            return True
+        exc = exc.orig or exc
+    if isinstance(exc, sa_exc.TimeoutError | ConnectionError | TimeoutError):
+        return True
+    # asyncpg's own: CannotConnectNowError ("the database system is starting up"),
+    # ConnectionDoesNotExistError, ... (not imported: SQLite setups lack asyncpg)
+    return any(
+        cls.__module__.startswith("asyncpg")
+        and cls.__name__ in ("PostgresConnectionError", "CannotConnectNowError", "InterfaceError")
+        for cls in type(exc).__mro__
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

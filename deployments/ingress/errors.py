@@ -10,9 +10,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray.exceptions import RayTaskError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatapp import errors
+from chatapp.db.engine import unavailable as database_unavailable
 from deployments.handles import unwrap
 
 logger = logging.getLogger(__name__)
@@ -45,9 +48,23 @@ def envelope(
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+# PostgreSQL refusing text it cannot store (U+0000, or bytes invalid in its encoding):
+# the request's fault, whichever route's input carried it.
+_UNSTORABLE_TEXT = {"22021", "22P05"}  # character_not_in_repertoire, untranslatable_character
+
+
 def error_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
     """Status, body and headers for any exception (unknown ones are a logged 500)."""
     exc = unwrap(exc)
+    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT:
+        exc = errors.InvalidRequest(
+            "the request holds text that cannot be stored (a NUL character, U+0000?)"
+        )
+    elif database_unavailable(exc):
+        logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        exc = errors.ServiceUnavailable(
+            "the database cannot be reached right now; retry in a moment", retry_after=2
+        )
     headers: dict[str, str] = {}
     if isinstance(exc, errors.ChatAppError):
         status = status_of(exc)
@@ -107,4 +124,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)  # type: ignore[arg-type]
     app.add_exception_handler(errors.ChatAppError, on_error)
     app.add_exception_handler(RayTaskError, on_error)
+    # A database that cannot be reached is an expected 503 (handled here, inside the
+    # app: Starlette re-raises what the catch-all below answers, as an unexpected error).
+    for database_error in (DBAPIError, SQLAlchemyTimeoutError, ConnectionError, TimeoutError):
+        app.add_exception_handler(database_error, on_error)
     app.add_exception_handler(Exception, on_error)
