@@ -55,7 +55,11 @@ class TokenPair(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
-    refresh_token: str
+    refresh_token: str | None = Field(
+        None,
+        description="Null when it travels in the HttpOnly cookie instead (browsers: the "
+        "`X-ChatApp-Refresh: cookie` header), or for a refresh that raced another one.",
+    )
 
 
 class RefreshRequest(_Strict):

@@ -7,6 +7,7 @@ revokes the whole session (someone copied it), and so does logout.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -60,11 +61,18 @@ class TokenSigner:
         )
 
 
+def normalize_email(email: str) -> str:
+    """The one form an email is stored, looked up and compared in: Unicode NFKC (so
+    fullwidth or other compatibility lookalikes are the address they look like, and a
+    decomposed é is the composed one), lower case, no surrounding spaces."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email).strip().lower())
+
+
 def is_listed_admin(email: str, settings: AuthSettings) -> bool:
     """Whether `email` is in AUTH_ADMIN_EMAILS. Being listed makes an admin only once an
     OIDC provider has verified the address (`identities`); ops grant the role to
     anyone else with `set_role` (`chatapp admin grant`)."""
-    return email.strip().lower() in {e.strip().lower() for e in settings.admin_emails}
+    return normalize_email(email) in {normalize_email(e) for e in settings.admin_emails}
 
 
 async def register_user(
@@ -72,7 +80,7 @@ async def register_user(
 ) -> User:
     if not settings.registration_open:
         raise PermissionDenied("registration is closed on this server; ask an admin")
-    email = email.strip().lower()
+    email = normalize_email(email)
     check_password_strength(password, email=email, min_length=settings.password_min_length)
     user = User(
         email=email,
@@ -92,7 +100,7 @@ async def register_user(
 
 async def authenticate(*, session: AsyncSession, email: str, password: str) -> User | None:
     """The active user with this email and password, or None (in constant-ish time)."""
-    user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+    user = await session.scalar(select(User).where(User.email == normalize_email(email)))
     ok = await verify_password_off_loop(password, user.password_hash if user else None)
     if user is None or not ok or not user.is_active:
         return None
@@ -133,10 +141,31 @@ async def start_session(*, session: AsyncSession, signer: TokenSigner, user: Use
     return await _issue(session=session, signer=signer, user_id=user.id, session_id=auth_session.id)
 
 
+def _access_only(*, signer: TokenSigner, user_id: uuid.UUID, session_id: uuid.UUID) -> TokenPair:
+    access = create_access_token(
+        user_id,
+        session_id=session_id,
+        secret=signer.secret,
+        ttl=signer.access_ttl,
+        issuer=signer.issuer,
+        audience=signer.audience,
+    )
+    return TokenPair(access_token=access, expires_in=int(signer.access_ttl.total_seconds()))
+
+
 async def refresh_session(
-    *, session: AsyncSession, signer: TokenSigner, revocations: Revocations, refresh_token: str
+    *,
+    session: AsyncSession,
+    signer: TokenSigner,
+    revocations: Revocations,
+    refresh_token: str,
+    grace: timedelta = timedelta(0),
 ) -> TokenPair:
-    """Rotate: the presented token is spent and a new pair issued. Reuse revokes the session."""
+    """Rotate: the presented token is spent and a new pair issued. A token presented again
+    within `grace` of its use (two browser tabs refreshing at once with one cookie) gets a
+    new access token of the same session and no refresh token (`refresh_token` None): the
+    refresh that spent it holds the rotated one. Later reuse revokes the session (someone
+    copied the token)."""
     now = utcnow()
     row = await session.scalar(
         select(RefreshToken)
@@ -150,6 +179,8 @@ async def refresh_session(
     if auth_session is None or user is None or auth_session.revoked_at is not None:
         raise InvalidToken("this session has ended; log in again")
     if row.used_at is not None:
+        if now - row.used_at <= grace and row.expires_at > now and user.is_active:
+            return _access_only(signer=signer, user_id=user.id, session_id=auth_session.id)
         auth_session.revoked_at = now
         await session.commit()
         await revocations.revoke(user.id)
@@ -164,6 +195,9 @@ async def refresh_session(
         .values(used_at=now)
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]  # a concurrent refresh won
+        if grace > timedelta(0):
+            await session.rollback()
+            return _access_only(signer=signer, user_id=user.id, session_id=auth_session.id)
         auth_session.revoked_at = now
         await session.commit()
         await revocations.revoke(user.id)
@@ -357,7 +391,7 @@ async def set_role(
     *, session: AsyncSession, revocations: Revocations, email: str, role: Role
 ) -> User:
     """Make the account with `email` an admin or a plain user (the ops command)."""
-    email = email.strip().lower()
+    email = normalize_email(email)
     user = await session.scalar(select(User).where(User.email == email))
     if user is None:
         raise NotFound(

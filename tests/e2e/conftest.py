@@ -5,7 +5,6 @@ speed is served under /websim/ for answers slow enough to watch and stop."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -103,28 +102,40 @@ def web_sim(chat_app: str, pg_url: str) -> Iterator[str]:
     kill_shards(Settings.from_overrides(overrides))
 
 
-def new_context(browser: Any, account: Account | None, **options: Any) -> Any:
+def new_context(
+    browser: Any, account: Account | None, base_url: str | None = None, **options: Any
+) -> Any:
+    """A browser context; with `account`, logged in as a browser is after a login: a new
+    session whose refresh token sits in the HttpOnly cookie (for `base_url`'s app and the
+    /websim/ one), which the page trades for an access token when it loads."""
     options.setdefault("viewport", {"width": 1280, "height": 800})
     context = browser.new_context(**options)
     if account is not None:
-        stored = json.dumps(
-            {
-                "access_token": account.tokens["access_token"],
-                "refresh_token": account.tokens["refresh_token"],
-                "expires_at": 4102444800000,  # far ahead: never refreshed by tests
-            }
-        )
-        context.add_init_script(
-            "if (!localStorage.getItem('chatapp.tokens')) "
-            f"localStorage.setItem('chatapp.tokens', {json.dumps(stored)});"
+        assert base_url is not None
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            fresh = client.post(
+                "/api/auth/token", data={"username": account.email, "password": account.password}
+            )
+            assert fresh.status_code == 200, fresh.text
+        context.add_cookies(
+            [
+                {
+                    "name": "chatapp_refresh",
+                    "value": fresh.json()["refresh_token"],
+                    "url": f"{base_url}{prefix}/api/auth/refresh",
+                    "httpOnly": True,
+                    "sameSite": "Strict",
+                }
+                for prefix in ("", "/websim")
+            ]
         )
     return context
 
 
 @pytest.fixture
-def page(browser: Any, account: Account | None) -> Iterator[Any]:
+def page(browser: Any, account: Account | None, chat_app: str) -> Iterator[Any]:
     """A logged-in page; fails the test on any uncaught script error."""
-    context = new_context(browser, account)
+    context = new_context(browser, account, chat_app)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))

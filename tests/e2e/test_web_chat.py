@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -126,7 +127,34 @@ def test_log_in_with_an_oidc_provider(browser: Any, chat_app: str, oidc_issuer: 
     page.get_by_test_id(f"provider-{providers[0]['name']}").click()
     expect(page.get_by_test_id("composer")).to_be_visible()
     expect(page.get_by_test_id("logout")).to_be_visible()
-    assert "access_token" not in page.url  # the fragment was read and cleared
+    assert "token" not in page.url  # nothing was handed over in the URL
+    # the refresh token is a cookie scripts cannot read; nothing is kept in localStorage
+    assert "chatapp_refresh" not in page.evaluate("document.cookie")
+    assert "token" not in page.evaluate("JSON.stringify(localStorage)")
+    context.close()
+
+
+def test_a_link_with_planted_tokens_does_not_switch_the_account(
+    browser: Any, chat_app: str, account: Account | None
+) -> None:
+    """Login CSRF (issue 9, item 6): the page used to take tokens from any
+    `#access_token=…` link and replace the session with the attacker's account, whose
+    conversations the victim would then fill."""
+    needs_auth(chat_app, "POST /api/auth/token")
+    assert account is not None
+    address = f"attacker-{uuid.uuid4().hex[:8]}@example.com"
+    with httpx.Client(base_url=chat_app, timeout=60) as client:
+        client.post(
+            "/api/auth/register",
+            json={"email": address, "password": PASSWORD, "display_name": "Attacker"},
+        )
+        attacker = client.post("/api/auth/token", data={"username": address, "password": PASSWORD})
+    planted = urlencode({**attacker.json(), "expires_in": 3600})
+    context = new_context(browser, account, chat_app)
+    page = context.new_page()
+    page.goto(f"{chat_app}/#{planted}")
+    expect(page.get_by_test_id("composer")).to_be_visible()
+    expect(page.get_by_test_id("who")).to_have_text("Web Tester")  # still the victim
     context.close()
 
 
@@ -338,7 +366,7 @@ def test_screenshots_of_the_main_views(
     context.close()
 
     # A streamed answer from the real SmolLM2 model.
-    context = new_context(browser, account)
+    context = new_context(browser, account, chat_app)
     page = context.new_page()
     open_app(page, chat_app)
     send(page, "What is the capital of France?")
@@ -356,6 +384,7 @@ def test_screenshots_of_the_main_views(
     context = new_context(
         browser,
         account,
+        chat_app,
         viewport={"width": 390, "height": 844},
         color_scheme="dark",
         is_mobile=True,
@@ -370,7 +399,7 @@ def test_screenshots_of_the_main_views(
     phone.screenshot(path=screenshot_path(tmp_path, "phone-sidebar.png"))
     context.close()
 
-    context = new_context(browser, account, color_scheme="dark")
+    context = new_context(browser, account, chat_app, color_scheme="dark")
     dark = context.new_page()
     open_app(dark, chat_app, f"?c={conv['id']}")
     expect(dark.locator("pre code .hljs-keyword").first).to_be_visible()

@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import httpx
 from sqlalchemy import delete
@@ -48,12 +48,27 @@ def idp_login(http: httpx.Client) -> httpx.Response:
     return http.get(back.headers["location"])
 
 
-def tokens_of(callback: httpx.Response) -> dict[str, str] | None:
-    """The tokens a finished OIDC callback hands the page, or None if it refused."""
+REFRESH_COOKIE = "chatapp_refresh"
+COOKIE_MODE = {"X-ChatApp-Refresh": "cookie"}
+
+
+def tokens_of(callback: httpx.Response) -> dict[str, Any] | None:
+    """The access token the page gets after a finished OIDC callback, or None if it
+    refused. The callback hands over nothing in the URL, only the new session's HttpOnly
+    refresh cookie, which the page trades with a POST (issue 9, item 6)."""
     if callback.status_code != 302:
         return None
-    fragment = parse_qs(urlparse(callback.headers["location"]).fragment)
-    return {k: v[0] for k, v in fragment.items()} if "access_token" in fragment else None
+    landing = urlparse(callback.headers["location"])
+    assert not landing.fragment and "token" not in landing.query, landing
+    refresh = callback.cookies.get(REFRESH_COOKIE)
+    if refresh is None:
+        return None
+    url = callback.request.url
+    with httpx.Client(base_url=f"{url.scheme}://{url.netloc.decode()}", timeout=60) as page:
+        page.cookies.set(REFRESH_COOKIE, refresh)
+        traded = page.post("/api/auth/refresh", headers=COOKIE_MODE)
+    assert traded.status_code == 200, traded.text
+    return traded.json()  # type: ignore[no-any-return]
 
 
 def in_db(pg_url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

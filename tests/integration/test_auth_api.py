@@ -6,6 +6,9 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -14,15 +17,18 @@ import openai
 import pytest
 import ray
 from ray import serve
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actors.client import kill_shards
 from chatapp.auth.credentials import Revocations
 from chatapp.auth.service import set_role
+from chatapp.auth.tokens import hash_secret
 from chatapp.config import Settings
+from chatapp.db.models import RefreshToken, utcnow
 from deployments.app import build_app
 from tests.conftest import ADMIN_EMAIL, register_and_login
-from tests.integration.accounts import in_db
+from tests.integration.accounts import COOKIE_MODE, REFRESH_COOKIE, in_db, tokens_of
 
 PASSWORD = "correct horse battery staple"
 
@@ -87,7 +93,19 @@ def test_register_login_me_and_password_rules(http: httpx.Client) -> None:
     assert http.get("/api/me").status_code == 401
 
 
-def test_refresh_rotates_and_reuse_revokes_the_family(http: httpx.Client) -> None:
+def test_login_refuses_an_overlong_username_before_any_check(http: httpx.Client) -> None:
+    """Issue 9, item 18: the username had no length limit (5,000 characters were looked up,
+    normalized and used as a limiter key)."""
+    huge = http.post(
+        "/api/auth/token", data={"username": "a" * 5000 + "@example.com", "password": "x"}
+    )
+    assert huge.status_code == 422, huge.text
+    assert "username" in huge.json()["error"]["message"]
+    long_password = http.post("/api/auth/token", data={"username": email(), "password": "p" * 5000})
+    assert long_password.status_code == 422
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(http: httpx.Client, pg_url: str) -> None:
     _, first = new_account(http)
     second = http.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert second.status_code == 200
@@ -95,7 +113,9 @@ def test_refresh_rotates_and_reuse_revokes_the_family(http: httpx.Client) -> Non
     assert second_tokens["refresh_token"] != first["refresh_token"]
     assert http.get("/api/me", headers=bearer(second_tokens)).status_code == 200
 
-    # the first refresh token is presented again: someone copied it
+    # a minute later (past AUTH_REFRESH_REUSE_GRACE_S) the first refresh token is presented
+    # again: someone copied it
+    spent_a_minute_ago(pg_url, first["refresh_token"])
     reuse = http.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert reuse.status_code == 401
     # ... so the whole session is revoked, including the newest tokens
@@ -106,6 +126,92 @@ def test_refresh_rotates_and_reuse_revokes_the_family(http: httpx.Client) -> Non
         == 401
     )
     assert http.get("/api/me", headers=bearer(second_tokens)).status_code == 401
+
+
+def spent_a_minute_ago(pg_url: str, refresh_token: str) -> None:
+    """As if `refresh_token` had been used a minute ago (no sleeping in tests)."""
+
+    async def backdate(session: AsyncSession) -> None:
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == hash_secret(refresh_token))
+            .values(used_at=utcnow() - timedelta(minutes=1))
+        )
+        await session.commit()
+
+    in_db(pg_url, backdate)
+
+
+@contextmanager
+def cookie_login(base_url: str, address: str) -> Iterator[httpx.Client]:
+    """A browser's login: the refresh token only in the HttpOnly cookie."""
+    with httpx.Client(base_url=base_url, timeout=60) as browser:
+        response = browser.post(
+            "/api/auth/token",
+            data={"username": address, "password": PASSWORD},
+            headers=COOKIE_MODE,
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["refresh_token"] is None and body["access_token"]
+        set_cookie = response.headers["set-cookie"]
+        assert f"{REFRESH_COOKIE}=" in set_cookie
+        for attribute in ("HttpOnly", "SameSite=strict", "Path=/api/auth/refresh"):
+            assert attribute.lower() in set_cookie.lower(), set_cookie
+        yield browser
+
+
+def test_a_browser_login_keeps_the_refresh_token_in_an_httponly_cookie(
+    http: httpx.Client, chat_app: str
+) -> None:
+    address, _ = new_account(http)
+    with cookie_login(chat_app, address) as browser:
+        old = browser.cookies[REFRESH_COOKIE]
+        # another site's form cannot send the header: no refresh without it
+        assert browser.post("/api/auth/refresh").status_code == 401
+        traded = browser.post("/api/auth/refresh", headers=COOKIE_MODE)
+        assert traded.status_code == 200 and traded.json()["refresh_token"] is None
+        assert browser.cookies[REFRESH_COOKIE] != old  # rotated in the cookie
+        assert http.get("/api/me", headers=bearer(traded.json())).status_code == 200
+        out = browser.post("/api/auth/logout", headers=bearer(traded.json()))
+        assert out.status_code == 204 and REFRESH_COOKIE not in browser.cookies
+        assert http.get("/api/me", headers=bearer(traded.json())).status_code == 401
+
+
+def trade(base_url: str, cookie: str) -> httpx.Response:
+    """A tab's refresh: POST with the refresh cookie (and nothing else a jar would add)."""
+    headers = {**COOKIE_MODE, "Cookie": f"{REFRESH_COOKIE}={cookie}"}
+    return httpx.post(f"{base_url}/api/auth/refresh", headers=headers, timeout=60)
+
+
+def test_two_tabs_refreshing_at_once_stay_logged_in(http: httpx.Client, chat_app: str) -> None:
+    """Issue 9, item 17: two tabs share the refresh cookie; when both refresh with it at
+    once, the second used to look like a stolen token and end the session."""
+    address, _ = new_account(http)
+    with cookie_login(chat_app, address) as browser:
+        cookie = browser.cookies[REFRESH_COOKIE]
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: trade(chat_app, cookie), range(2)))
+    # and a tab refreshing again with the cookie the other one already rotated
+    answers.append(trade(chat_app, cookie))
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert http.get("/api/me", headers=bearer(answer.json())).status_code == 200
+    rotated = [a.cookies[REFRESH_COOKIE] for a in answers if REFRESH_COOKIE in a.cookies]
+    assert len(rotated) == 1, "exactly one refresh rotated the cookie"
+    assert trade(chat_app, rotated[0]).status_code == 200  # and the session goes on
+
+
+def test_an_api_client_racing_its_own_refresh_gets_409_and_keeps_the_session(
+    http: httpx.Client,
+) -> None:
+    _, tokens = new_account(http)
+    first = http.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    again = http.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert first.status_code == 200 and again.status_code == 409, again.text
+    assert "another refresh" in again.json()["error"]["message"]
+    newest = first.json()["refresh_token"]
+    assert http.post("/api/auth/refresh", json={"refresh_token": newest}).status_code == 200
 
 
 def test_logout_revokes_the_session(http: httpx.Client) -> None:
@@ -387,12 +493,22 @@ def oidc_login(http: httpx.Client) -> dict[str, Any]:
     assert back.status_code == 302, back.text
     done = http.get(back.headers["location"])
     assert done.status_code == 302, done.text
-    fragment = parse_qs(urlparse(done.headers["location"]).fragment)
-    return {k: v[0] for k, v in fragment.items()}
+    tokens = tokens_of(done)
+    assert tokens is not None
+    return tokens
 
 
 @pytest.mark.parametrize(
-    "flaw", ["wrong_nonce", "wrong_audience", "sign_with_other_key", "unverified"]
+    "flaw",
+    [
+        "wrong_nonce",
+        "wrong_audience",
+        "sign_with_other_key",
+        "unverified",
+        "hs256_with_jwks_key",  # issue 9, "also as suites": algorithm confusion
+        "expired",
+        "wrong_issuer",
+    ],
 )
 def test_oidc_login_refuses_bad_id_tokens(http: httpx.Client, oidc_issuer: Any, flaw: str) -> None:
     oidc_issuer.reset()
@@ -548,3 +664,16 @@ def test_token_rate_limit_counts_what_replies_used(limited_app: str) -> None:
         assert second.status_code == 429
         assert "too many tokens" in second.json()["error"]["message"]
         assert int(second.headers["retry-after"]) >= 1
+
+
+def test_answers_carry_security_headers(http: httpx.Client) -> None:
+    """Issue 9, item 16: framing, sniffing and referrers are ruled by HTTP headers (the
+    page's `<meta>` CSP cannot forbid framing), on the page, the API and its errors."""
+    for path in ("/", "/api/me", "/healthz"):
+        headers = http.get(path).headers
+        assert headers["x-frame-options"] == "DENY", path
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["referrer-policy"] == "no-referrer", path
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+        assert "strict-transport-security" not in headers  # plain http in tests
+    assert "script-src 'self'" in http.get("/").headers["content-security-policy"]

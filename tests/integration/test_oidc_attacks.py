@@ -158,3 +158,22 @@ def test_email_verified_counts_only_when_it_is_true(
         assert "verified email" in callback.json()["error"]["message"]
     finally:
         oidc_issuer.reset()
+
+
+def test_an_idp_login_hands_the_page_no_tokens_in_the_url(
+    http: httpx.Client, oidc_issuer: Any, chat_app: str
+) -> None:
+    """Login CSRF (issue 9, item 6): tokens in the landing URL's fragment could be planted
+    in a link by an attacker. The callback sets only the refresh cookie, which the page
+    trades with a POST; a link cannot set it."""
+    oidc_issuer.reset()
+    oidc_issuer.user = {"sub": f"sub-{uuid.uuid4().hex}", "email": email(), "email_verified": True}
+    callback = idp_login(http)
+    assert callback.status_code == 302, callback.text
+    assert callback.headers["location"] == f"{chat_app}/"
+    (cookie,) = [c for c in callback.headers.get_list("set-cookie") if "chatapp_refresh=" in c]
+    for attribute in ("httponly", "samesite=strict", "path=/api/auth/refresh"):
+        assert attribute in cookie.lower(), cookie
+    tokens = tokens_of(callback)
+    assert tokens is not None and tokens["refresh_token"] is None
+    assert http.get("/api/me", headers=bearer(tokens)).json()["email"] == oidc_issuer.user["email"]

@@ -1,6 +1,11 @@
 // HTTP client of the chat page: tokens (with one silent refresh on 401), the OpenAI
 // error envelope, and server-sent events read from a streamed fetch() (EventSource
 // cannot POST).
+//
+// The access token lives in memory only; the refresh token in an HttpOnly cookie that
+// scripts cannot read (the `X-ChatApp-Refresh: cookie` header asks the server for it). A
+// reload, a new tab or an OIDC login's landing trades that cookie for an access token.
+// Nothing is read from the URL: a link with planted tokens cannot log the page in.
 
 export class ApiError extends Error {
   constructor(
@@ -18,7 +23,6 @@ export class StreamDropped extends Error {}
 
 export interface Tokens {
   access_token: string;
-  refresh_token: string;
   expires_at: number; // ms since epoch
 }
 
@@ -28,7 +32,7 @@ export interface Provider {
   login_url: string;
 }
 
-const STORE = "chatapp.tokens";
+const COOKIE_MODE = { "x-chatapp-refresh": "cookie" };
 const base = new URL(".", document.baseURI);
 
 export function url(path: string): string {
@@ -45,51 +49,29 @@ class Session {
   private refreshing: Promise<boolean> | null = null;
 
   constructor() {
-    try {
-      this.tokens = JSON.parse(localStorage.getItem(STORE) ?? "null");
-    } catch {
-      this.tokens = null;
-    }
+    localStorage.removeItem("chatapp.tokens"); // older versions kept tokens there
   }
 
-  store(t: { access_token: string; refresh_token?: string; expires_in?: number | string }) {
+  store(t: { access_token: string; expires_in?: number | string }) {
     this.tokens = {
       access_token: t.access_token,
-      refresh_token: t.refresh_token ?? this.tokens?.refresh_token ?? "",
       expires_at: Date.now() + Number(t.expires_in ?? 900) * 1000,
     };
-    localStorage.setItem(STORE, JSON.stringify(this.tokens));
   }
 
   clear() {
     this.tokens = null;
-    localStorage.removeItem(STORE);
   }
 
-  /** Tokens handed over in the URL fragment after an OIDC login; the fragment is cleared. */
-  takeFragmentTokens(): boolean {
-    const hash = new URLSearchParams(location.hash.replace(/^#/, ""));
-    const access = hash.get("access_token");
-    if (!access) return false;
-    this.store({
-      access_token: access,
-      refresh_token: hash.get("refresh_token") ?? "",
-      expires_in: hash.get("expires_in") ?? 900,
-    });
-    history.replaceState(null, "", location.pathname + location.search);
-    return true;
-  }
-
-  /** One refresh at a time; rotated refresh tokens are stored. */
+  /** One refresh at a time: the HttpOnly cookie is traded for an access token (and
+   * rotated by the server). False when there is no live session. */
   refresh(): Promise<boolean> {
-    const refreshToken = this.tokens?.refresh_token;
-    if (!refreshToken) return Promise.resolve(false);
     this.refreshing ??= (async () => {
       try {
         const r = await fetch(url("api/auth/refresh"), {
           method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ refresh_token: refreshToken }),
+          headers: COOKIE_MODE,
+          credentials: "same-origin",
         });
         if (!r.ok) return false;
         this.store(await r.json());
@@ -176,7 +158,7 @@ export async function detectAuth(): Promise<Provider[] | null> {
 export async function login(email: string, password: string): Promise<void> {
   const r = await fetch(url("api/auth/token"), {
     method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
+    headers: { "content-type": "application/x-www-form-urlencoded", ...COOKIE_MODE },
     body: new URLSearchParams({ username: email, password, grant_type: "password" }),
   });
   if (!r.ok) throw await toError(r);
@@ -194,16 +176,10 @@ export async function register(email: string, password: string, displayName: str
 }
 
 export async function logout(): Promise<void> {
-  const refreshToken = session.tokens?.refresh_token;
   const headers = await session.headers();
   session.clear();
-  if (refreshToken) {
-    await fetch(url("api/auth/logout"), {
-      method: "POST",
-      headers: { ...headers, "content-type": "application/json" },
-      body: JSON.stringify({ refresh_token: refreshToken }),
-    }).catch(() => undefined);
-  }
+  // ends the session and clears the refresh cookie
+  await fetch(url("api/auth/logout"), { method: "POST", headers }).catch(() => undefined);
 }
 
 // -- server-sent events --------------------------------------------------------------

@@ -12,7 +12,6 @@ import type { CurrentUser } from "./state";
 const app = document.querySelector<HTMLDivElement>("#app")!;
 
 async function boot(notice = ""): Promise<void> {
-  session.takeFragmentTokens();
   let providers: Provider[] | null;
   try {
     providers = await detectAuth();
@@ -21,6 +20,8 @@ async function boot(notice = ""): Promise<void> {
     setTimeout(() => boot(notice), 3000);
     return;
   }
+  // a reload, a new tab or an OIDC login's landing: the refresh cookie logs the page in
+  if (providers !== null && !session.tokens) await session.refresh();
   if (providers !== null && !session.tokens) {
     showLogin(app, providers, notice, () => boot());
     return;

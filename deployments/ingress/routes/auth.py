@@ -1,14 +1,21 @@
-"""/api/auth: register, OAuth2 password flow, refresh, logout, OIDC login and linking."""
+"""/api/auth: register, OAuth2 password flow, refresh, logout, OIDC login and linking.
+
+Browsers keep the refresh token in an HttpOnly, SameSite=Strict cookie scoped to
+/api/auth/refresh, which page scripts cannot read: they ask for it with the
+`X-ChatApp-Refresh: cookie` header on login and refresh (the header also stops other sites'
+forms, which cannot send it). API clients send and receive the refresh token in JSON as
+before. An OIDC login hands the browser only that cookie (never tokens in the URL), and the
+page trades it for an access token with a POST to /api/auth/refresh.
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
-from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
-from fastapi.security import OAuth2PasswordRequestForm
 
 from chatapp.auth import identities, service
 from chatapp.auth.oidc import STATE_TTL_S, LoginState, OidcClient, open_state, seal_state
@@ -21,8 +28,9 @@ from chatapp.auth.schemas import (
     UserCreate,
     UserPublic,
 )
+from chatapp.auth.tokens import InvalidToken
 from chatapp.db.models import User
-from chatapp.errors import NotFound, Unauthenticated
+from chatapp.errors import Conflict, NotFound, Unauthenticated
 from deployments.ingress.deps import (
     BearerDep,
     ClientIp,
@@ -37,6 +45,54 @@ from deployments.ingress.lockout import password_attempt
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 _STATE_COOKIE = "chatapp_oidc"
+_REFRESH_COOKIE = "chatapp_refresh"
+_REFRESH_PATH = "/api/auth/refresh"
+_COOKIE_MODE = "X-ChatApp-Refresh"
+
+
+def _wants_cookie(request: Request) -> bool:
+    return request.headers.get(_COOKIE_MODE, "").strip().lower() == "cookie"
+
+
+def _refresh_cookie_path(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/") + _REFRESH_PATH
+
+
+def _cookie_secure(state: IngressState) -> bool:
+    auth = state.settings.auth
+    return (
+        auth.cookie_secure
+        if auth.cookie_secure is not None
+        else (auth.public_url.startswith("https://"))
+    )
+
+
+def _hand_over(
+    tokens: TokenPair, request: Request, response: Response, state: IngressState, *, cookie: bool
+) -> TokenPair:
+    """`tokens` for the client: with `cookie`, the refresh token goes into the cookie only."""
+    if not cookie or tokens.refresh_token is None:
+        return tokens
+    response.set_cookie(
+        _REFRESH_COOKIE,
+        tokens.refresh_token,
+        max_age=state.settings.auth.refresh_token_ttl_s,
+        path=_refresh_cookie_path(request),
+        httponly=True,
+        secure=_cookie_secure(state),
+        samesite="strict",
+    )
+    return tokens.model_copy(update={"refresh_token": None})
+
+
+def _forget_cookie(request: Request, response: Response, state: IngressState) -> None:
+    response.delete_cookie(
+        _REFRESH_COOKIE,
+        path=_refresh_cookie_path(request),
+        httponly=True,
+        secure=_cookie_secure(state),
+        samesite="strict",
+    )
 
 
 @router.post("/register", status_code=201)
@@ -61,37 +117,78 @@ async def register(
 
 @router.post("/token")
 async def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    username: Annotated[str, Form(max_length=320, description="The account's email.")],
+    password: Annotated[str, Form(max_length=1024)],
     request: Request,
+    response: Response,
     state: StateDep,
     session: SessionDep,
+    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
 ) -> TokenPair:
-    """OAuth2 password flow: form fields `username` (the email) and `password`."""
-    limits, email = state.settings.auth, form.username.strip().lower()
+    """OAuth2 password flow: form fields `username` (the email) and `password`. With the
+    header `X-ChatApp-Refresh: cookie` the refresh token is set as an HttpOnly cookie
+    instead of returned."""
+    limits, email = state.settings.auth, service.normalize_email(username)
     await state.limiter.hit(limits.login_ip_limit, "login-ip", client_ip(request), what="logins")
     async with password_attempt(state, email, client_ip(request)):
-        user = await service.authenticate(session=session, email=email, password=form.password)
+        user = await service.authenticate(session=session, email=email, password=password)
         if user is None:
             raise Unauthenticated("wrong email or password")
-    return await service.start_session(session=session, signer=state.signer, user=user)
+    tokens = await service.start_session(session=session, signer=state.signer, user=user)
+    return _hand_over(tokens, request, response, state, cookie=_wants_cookie(request))
 
 
 @router.post("/refresh")
-async def refresh(body: RefreshRequest, state: StateDep, session: SessionDep) -> TokenPair:
-    """Trade a refresh token for a new pair; each refresh token works once."""
-    return await service.refresh_session(
+async def refresh(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    session: SessionDep,
+    body: RefreshRequest | None = None,
+) -> TokenPair:
+    """Trade a refresh token for a new pair; each refresh token works once. API clients
+    send it in the body; browsers send no body, the header `X-ChatApp-Refresh: cookie` and
+    the cookie, and get the rotated token back in the cookie. Two refreshes with the same
+    token at once (two tabs) both get an access token: the second within
+    AUTH_REFRESH_REUSE_GRACE_S gets no new refresh token (a body client: 409), instead of
+    the reuse ending the session."""
+    cookie = body is None
+    if body is not None:
+        presented: str | None = body.refresh_token
+    elif _wants_cookie(request):
+        presented = request.cookies.get(_REFRESH_COOKIE)
+    else:
+        presented = None
+    if not presented:
+        raise InvalidToken(
+            "send the refresh token in the body, or (browsers) the login's cookie with the "
+            "header `X-ChatApp-Refresh: cookie`; else log in again"
+        )
+    tokens = await service.refresh_session(
         session=session,
         signer=state.signer,
         revocations=state.credentials.revocations,
-        refresh_token=body.refresh_token,
+        refresh_token=presented,
+        grace=timedelta(seconds=state.settings.auth.refresh_reuse_grace_s),
     )
+    if tokens.refresh_token is None and not cookie:
+        raise Conflict(
+            "this refresh token was just used by another refresh; use the refresh token that "
+            "one returned (the session goes on)"
+        )
+    return _hand_over(tokens, request, response, state, cookie=cookie)
 
 
 @router.post("/logout", status_code=204)
 async def logout(
-    state: StateDep, session: SessionDep, token: BearerDep, body: RefreshRequest | None = None
+    request: Request,
+    state: StateDep,
+    session: SessionDep,
+    token: BearerDep,
+    body: RefreshRequest | None = None,
 ) -> Response:
-    """End the session of the refresh token (or of the bearer access token)."""
+    """End the session of the refresh token (or of the bearer access token); a browser's
+    refresh cookie is cleared."""
     revocations = state.credentials.revocations
     if body is not None:
         await service.revoke_session_of(
@@ -106,7 +203,9 @@ async def logout(
         )
     else:
         raise Unauthenticated("send the refresh token in the body or an access token")
-    return Response(status_code=204)
+    response = Response(status_code=204)
+    _forget_cookie(request, response, state)
+    return response
 
 
 @router.get("/providers")
@@ -158,7 +257,7 @@ async def oidc_link(
     state: StateDep,
     session: SessionDep,
     response: Response,
-    client: ClientIp,
+    client_address: ClientIp,
 ) -> OidcLinkStart:
     """Start linking this provider to the logged-in account (the way for an account made
     with a password, whose email nobody verified, to log in with the provider too). Needs
@@ -169,7 +268,7 @@ async def oidc_link(
     if account is None:
         raise NotFound("account not found")
     if account.password_hash is not None:
-        async with password_attempt(state, account.email, client):
+        async with password_attempt(state, account.email, client_address):
             await service.check_password(
                 user=account, password=body.password, what="nothing was linked"
             )
@@ -190,8 +289,10 @@ async def oidc_callback(
     state_param: Annotated[str | None, Query(alias="state", max_length=512)] = None,
     error: Annotated[str | None, Query(max_length=256)] = None,
 ) -> RedirectResponse:
-    """Finish the login, then send the browser to the chat page with its tokens in the
-    URL fragment (never sent to a server)."""
+    """Finish the login, then send the browser to the chat page holding only the new
+    session's refresh cookie, which the page trades for an access token (POST
+    /api/auth/refresh). No tokens travel in the URL: a link with planted tokens would log
+    the page in as someone else (login CSRF)."""
     client = _provider(state, name)
     if error or not code or not state_param:
         raise Unauthenticated(f"{client.provider.display_name} did not complete the login")
@@ -218,13 +319,7 @@ async def oidc_callback(
             display_name=identity.name,
         )
     tokens = await service.start_session(session=session, signer=state.signer, user=user)
-    fragment = urlencode(
-        {
-            "access_token": tokens.access_token,
-            "refresh_token": tokens.refresh_token,
-            "expires_in": tokens.expires_in,
-        }
-    )
-    response = RedirectResponse(f"{state.settings.auth.public_url}/#{fragment}", status_code=302)
+    response = RedirectResponse(f"{state.settings.auth.public_url}/", status_code=302)
     response.delete_cookie(_STATE_COOKIE, path="/api/auth/oidc")
+    _hand_over(tokens, request, response, state, cookie=True)
     return response
