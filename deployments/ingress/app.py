@@ -21,6 +21,7 @@ from chatapp.usage.meter import build_meter
 from deployments.handles import RetrievalHandle, RouterHandle
 from deployments.ingress.deps import IngressState
 from deployments.ingress.errors import install_error_handlers
+from deployments.ingress.headers import SecurityHeaders
 from deployments.ingress.limits import BodySizeLimit
 from deployments.ingress.routes import (
     account,
@@ -67,12 +68,13 @@ def create_api(state: IngressState) -> FastAPI:
 
     mount_web(api)  # last: every API route above takes precedence
     api.add_middleware(BodySizeLimit, max_bytes=state.settings.serve.max_body_bytes)
+    api.add_middleware(SecurityHeaders, hsts_max_age_s=state.settings.hsts_max_age_s())
     if state.settings.auth.cors_origins:
         api.add_middleware(
             CORSMiddleware,
             allow_origins=state.settings.auth.cors_origins,
             allow_methods=["*"],
-            allow_headers=["Authorization", "Content-Type", "Cache-Control"],
+            allow_headers=["Authorization", "Content-Type", "Cache-Control", "X-ChatApp-Refresh"],
             expose_headers=["Retry-After"],
         )
     return api
