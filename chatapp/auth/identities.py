@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatapp.auth.service import is_listed_admin
+from chatapp.auth.service import is_listed_admin, normalize_email
 from chatapp.config import AuthSettings
 from chatapp.db.models import AuthSession, OidcIdentity, User, utcnow
 from chatapp.errors import Conflict, PermissionDenied
@@ -31,7 +31,7 @@ FRESH_LOGIN = timedelta(minutes=10)
 
 
 def _verified_email(email: str | None, email_verified: bool) -> str | None:
-    return email.strip().lower() if email and email_verified else None
+    return normalize_email(email) if email and email_verified else None
 
 
 def _note_verified_email(user: User, verified: str | None, settings: AuthSettings) -> None:

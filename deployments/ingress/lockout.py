@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from chatapp.auth import service
 from deployments.ingress.deps import IngressState
 
 _CLIENT_KEY = "login-fail"
@@ -30,7 +31,7 @@ _ACCOUNT_KEY = "login-fail-account"
 async def password_attempt(state: IngressState, email: str, client: str) -> AsyncIterator[None]:
     """Count one password check for `email`'s account from `client`; the counts are
     cleared only when the body finishes without raising (the password was right)."""
-    auth, email = state.settings.auth, email.strip().lower()
+    auth, email = state.settings.auth, service.normalize_email(email)
     what = "failed password checks for this account"
     await state.limiter.hit(auth.login_failure_limit, _CLIENT_KEY, email, client, what=what)
     await state.limiter.hit(auth.login_account_failure_limit, _ACCOUNT_KEY, email, what=what)

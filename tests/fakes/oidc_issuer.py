@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from joserfc import jwt
-from joserfc.jwk import RSAKey
+from joserfc.jwk import OctKey, RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -39,6 +40,9 @@ class FakeIssuer:
     wrong_nonce: bool = False
     wrong_audience: bool = False
     sign_with_other_key: bool = False
+    hs256_with_jwks_key: bool = False  # algorithm confusion: HMAC keyed with the public key
+    expired: bool = False
+    wrong_issuer: bool = False
     url: str = ""
     key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}))
     other_key: RSAKey = field(
@@ -101,9 +105,9 @@ class FakeIssuer:
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
         if challenge.rstrip(b"=").decode() != grant["challenge"]:
             return JSONResponse({"error": "invalid_grant", "error_description": "PKCE"}, 400)
-        now = int(time.time())
+        now = int(time.time()) - (3600 if self.expired else 0)
         claims = {
-            "iss": self.url,
+            "iss": "https://evil.example" if self.wrong_issuer else self.url,
             "aud": "someone-else" if self.wrong_audience else CLIENT_ID,
             "iat": now,
             "exp": now + 300,
@@ -111,7 +115,12 @@ class FakeIssuer:
             **grant["user"],
         }
         key = self.other_key if self.sign_with_other_key else self.key
-        id_token = jwt.encode({"alg": "RS256", "kid": "k1"}, claims, key)
+        if self.hs256_with_jwks_key:
+            public = json.dumps(self.key.as_dict(private=False)).encode()
+            hmac_key = OctKey.import_key(public)
+            id_token = jwt.encode({"alg": "HS256", "kid": "k1"}, claims, hmac_key)
+        else:
+            id_token = jwt.encode({"alg": "RS256", "kid": "k1"}, claims, key)
         return JSONResponse(
             {
                 "access_token": secrets.token_urlsafe(16),
@@ -124,6 +133,7 @@ class FakeIssuer:
     def reset(self) -> None:
         """Back to a well-behaved provider with the default user."""
         self.wrong_nonce = self.wrong_audience = self.sign_with_other_key = False
+        self.hs256_with_jwks_key = self.expired = self.wrong_issuer = False
         self.user = dict(DEFAULT_USER)
 
 
