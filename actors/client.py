@@ -77,6 +77,10 @@ class ShardClient:
             shard.finish_turn.remote(conversation_id=conversation_id, user_id=user_id, reply=reply)
         )
 
+    async def renew_turn(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        shard = self.shard_for(conversation_id)
+        await self._call(shard.renew_turn.remote(conversation_id=conversation_id, user_id=user_id))
+
     async def abort_turn(
         self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, user_seq: int
     ) -> None:

@@ -34,6 +34,7 @@ class ConversationShard:
             max_hot=settings.shards.max_hot,
             max_hot_bytes=settings.shards.max_hot_bytes,
             idle_timeout_s=settings.shards.idle_timeout_s,
+            turn_lease_s=settings.shards.turn_lease_s,
         )
         self._sweep_every = min(60.0, settings.shards.idle_timeout_s / 2)
         self._sweeper: asyncio.Task[None] | None = None
@@ -76,6 +77,9 @@ class ConversationShard:
         return await self._store.finish_turn(
             conversation_id=conversation_id, user_id=user_id, reply=reply
         )
+
+    async def renew_turn(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        await self._store.renew_turn(conversation_id=conversation_id, user_id=user_id)
 
     async def abort_turn(
         self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, user_seq: int

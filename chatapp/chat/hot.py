@@ -32,7 +32,6 @@ from chatapp.errors import Conflict, InvalidRequest, WriteConflict
 from chatapp.llm.base import ChatMessage
 
 _TITLE_CHARS = 60
-_STALE_TURN_S = 900.0  # a turn left open this long (its ingress died) no longer blocks
 _REWRITE_TTL_S = 60.0  # a prepared rewrite not followed by its turn this long is dropped
 # Memory estimates: a conversation's own state, and a message beyond its text.
 _CONVERSATION_BYTES = 1200
@@ -60,7 +59,7 @@ class HotConversation:
     next_seq: int
     recent: deque[ChatMessage]
     last_used: float
-    turn_started: float | None = None
+    turn_renewed: float | None = None  # a turn is running: when it began or was renewed
     turn_set_title: bool = False
     rewrite: PendingRewrite | None = None
     undo: list[MessagePublic] | None = None  # what this turn's rewrite removed
@@ -68,7 +67,7 @@ class HotConversation:
     size: int = 0  # estimated bytes: see `ConversationStore._resize`
 
     def busy(self) -> bool:
-        return self.turn_started is not None or self.rewrite is not None
+        return self.turn_renewed is not None or self.rewrite is not None
 
     def measure(self) -> int:
         return _CONVERSATION_BYTES + sum(map(_message_bytes, self.recent))
@@ -83,9 +82,14 @@ class ConversationStore:
         max_hot: int,
         idle_timeout_s: float,
         max_hot_bytes: int = 128 * 1024 * 1024,
+        turn_lease_s: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessionmaker = sessionmaker
+        # A turn holds its conversation for this long after it began or was last renewed:
+        # its owner renews it while the answer streams, so when the owner dies (its ingress
+        # replica was killed) the conversation is free again within this time.
+        self._turn_lease_s = turn_lease_s
         self._hot_turns = hot_turns
         self._max_hot = max_hot
         self._max_hot_bytes = max_hot_bytes
@@ -210,7 +214,7 @@ class ConversationStore:
         hot = await self._activate(conversation_id, user_id)
         async with hot.lock:
             now = self._clock()
-            if hot.turn_started is not None and now - hot.turn_started < _STALE_TURN_S:
+            if hot.turn_renewed is not None and now - hot.turn_renewed < self._turn_lease_s:
                 raise Conflict(
                     "a reply is still being generated in this conversation; wait for it or "
                     "stop it before sending another message"
@@ -224,7 +228,7 @@ class ConversationStore:
             message = await self._write(hot, content, title=title)
             if title is not None:
                 hot.title = title
-            hot.turn_started = now
+            hot.turn_renewed = now
             hot.turn_set_title = title is not None
             return TurnStart(user_message=message, history=list(hot.recent), reply_seq=hot.next_seq)
 
@@ -237,8 +241,14 @@ class ConversationStore:
             try:
                 return await self._write(hot, reply)
             finally:
-                hot.turn_started = None
+                hot.turn_renewed = None
                 hot.undo = None
+
+    async def renew_turn(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """The turn running in this conversation is still alive: extend its lease."""
+        hot = self._hot.get(conversation_id)
+        if hot is not None and hot.user_id == user_id and hot.turn_renewed is not None:
+            hot.turn_renewed = self._clock()
 
     async def abort_turn(
         self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, user_seq: int
@@ -258,7 +268,7 @@ class ConversationStore:
                         reset_title=hot.turn_set_title,
                     )
             finally:
-                hot.turn_started = None
+                hot.turn_renewed = None
             if undone and hot.next_seq == user_seq + 1:
                 hot.next_seq = user_seq
                 hot.recent.pop()
@@ -309,8 +319,8 @@ class ConversationStore:
             return message.content
 
     def _check_idle(self, hot: HotConversation) -> None:
-        started = hot.turn_started
-        if started is not None and self._clock() - started < _STALE_TURN_S:
+        started = hot.turn_renewed
+        if started is not None and self._clock() - started < self._turn_lease_s:
             raise Conflict(
                 "a reply is still being generated in this conversation; wait for it or "
                 "stop it before changing the history"
@@ -337,7 +347,7 @@ class ConversationStore:
         hot.recent.clear()
         hot.recent.extend(ChatMessage(r.role, r.content) for r in rows)  # type: ignore[arg-type]
         self._resize(hot)
-        hot.turn_started = now
+        hot.turn_renewed = now
         hot.turn_set_title = False
         hot.undo = removed
         return TurnStart(
@@ -354,7 +364,7 @@ class ConversationStore:
                     session=session, conversation_id=hot.id, from_seq=user_seq, messages=removed
                 )
         finally:
-            hot.turn_started = None
+            hot.turn_renewed = None
             self.forget(hot.id)  # re-activated from SQL on next use
 
     async def _write(

@@ -61,7 +61,12 @@ class ConversationShards(Protocol):
     async def begin_turn(
         self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
     ) -> TurnStart:
-        """Store the user's message; `Conflict` while another turn runs."""
+        """Store the user's message; `Conflict` while another turn runs (its lease lasts
+        `SHARDS_TURN_LEASE_S` unless renewed)."""
+        ...
+
+    async def renew_turn(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """The running turn is alive: extend its hold on the conversation."""
         ...
 
     async def finish_turn(

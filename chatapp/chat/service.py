@@ -243,6 +243,7 @@ class ChatService:
         chunks = self._router.stream(
             messages, params, model=options.model, user=str(user_id), cache=cache
         )
+        renewing = asyncio.ensure_future(self._renew(conversation_id, user_id))
         try:
             yield TurnStarted(start.user_message)  # closed here: the turn is undone
             async for chunk in chunks:
@@ -258,6 +259,7 @@ class ChatService:
             # the turn being closed): the store is its own task, kept referenced until
             # done and shielded, so it completes even then; then the model stream is
             # closed, which stops the generation.
+            renewing.cancel()
             reply = _reply_record(parts, finish, failure, sources)
             used = _usage(user_id, "chat", parts, finish, conversation_id)
             store = asyncio.ensure_future(
@@ -275,6 +277,17 @@ class ChatService:
             yield stored
         elif stored is not None:
             yield TurnDone(stored, finish.fallback_from if finish else None)
+
+    async def _renew(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """Renew the turn's lease on its conversation while it runs (every third of it),
+        so the conversation stays this turn's, and is freed soon if this replica dies."""
+        every = self._settings.shards.turn_lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._shards.renew_turn(conversation_id=conversation_id, user_id=user_id)
+            except ChatAppError as exc:
+                logger.warning("turn of conversation %s not renewed: %s", conversation_id, exc)
 
     async def _store(
         self,

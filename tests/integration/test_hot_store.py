@@ -29,6 +29,7 @@ def store(sessionmaker: Any, clock: Clock | None = None, **kw: Any) -> Conversat
         max_hot=kw.get("max_hot", 100),
         idle_timeout_s=kw.get("idle_timeout_s", 60),
         max_hot_bytes=kw.get("max_hot_bytes", 1 << 30),
+        turn_lease_s=kw.get("turn_lease_s", 15),
         clock=clock or Clock(),
     )
 
@@ -122,6 +123,27 @@ async def test_a_stale_reply_is_refused_never_stored_twice(sessionmaker: Any) ->
     async with sessionmaker() as session:
         rows, _ = await repository.list_messages(session=session, conversation_id=conv_id, limit=10)
     assert [m.content for m in rows] == ["one", "two", "re: two"]
+
+
+async def test_a_turn_whose_owner_died_frees_its_conversation_when_its_lease_ends(
+    sessionmaker: Any,
+) -> None:
+    """A turn orphaned by its ingress's death used to hold its conversation for 15 minutes
+    (409 to every message); now it holds it for the lease, which the owner renews."""
+    clock = Clock()
+    s = store(sessionmaker, clock, turn_lease_s=15)
+    user_id, conv_id = await setup(sessionmaker)
+    await s.begin_turn(conversation_id=conv_id, user_id=user_id, content="first")
+    clock.now += 10
+    with pytest.raises(Conflict, match="still being generated"):
+        await s.begin_turn(conversation_id=conv_id, user_id=user_id, content="second")
+    await s.renew_turn(conversation_id=conv_id, user_id=user_id)  # the owner is alive
+    clock.now += 10
+    with pytest.raises(Conflict, match="still being generated"):
+        await s.begin_turn(conversation_id=conv_id, user_id=user_id, content="second")
+    clock.now += 6  # no renewal for longer than the lease: the owner is gone
+    start = await s.begin_turn(conversation_id=conv_id, user_id=user_id, content="second")
+    assert start.user_message.seq == 1
 
 
 async def test_abort_undoes_the_turn(sessionmaker: Any) -> None:

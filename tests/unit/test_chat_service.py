@@ -4,6 +4,8 @@ a small in-process retriever."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from chatapp.chat.service import ChatService, TurnDone, TurnEvent, TurnFailed, T
 from chatapp.config import DatabaseSettings, Settings
 from chatapp.db.engine import make_engine, make_sessionmaker, migrate
 from chatapp.errors import (
+    Conflict,
     InvalidRequest,
     NotFound,
     ProviderAuth,
@@ -455,3 +458,64 @@ async def test_a_user_has_a_bounded_number_of_replies_running_at_once(
         await collect(second.chunks)
     finally:
         await rig.close()
+
+
+async def test_a_running_turn_keeps_renewing_its_hold_on_the_conversation(
+    db: DatabaseSettings,
+) -> None:
+    """While an answer streams, the service renews the turn's lease (every third of
+    SHARDS_TURN_LEASE_S), so a second message still gets 409 after the lease would have
+    run out; the store's clock is moved by hand, only the renewal period is real time."""
+
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    engine = make_engine(db)
+    sessionmaker = make_sessionmaker(engine)
+    store = ConversationStore(
+        sessionmaker=sessionmaker,
+        hot_turns=20,
+        max_hot=100,
+        idle_timeout_s=600,
+        turn_lease_s=15,
+        clock=clock,
+    )
+    renewed = asyncio.Event()
+    renew = store.renew_turn
+
+    async def renew_and_tell(**kw: Any) -> None:
+        await renew(**kw)
+        renewed.set()
+
+    store.renew_turn = renew_and_tell  # type: ignore[method-assign]
+    slow = ScriptedProvider("self-hosted", Answer("a slow answer", delay_s=60))
+    settings = SETTINGS.model_copy(
+        update={"shards": SETTINGS.shards.model_copy(update={"turn_lease_s": 0.3})}
+    )
+    service = ChatService(
+        settings=settings, shards=store, router=build_router(settings, {"self-hosted": slow})
+    )
+    try:
+        async with sessionmaker() as session:
+            user = (await create_user(session)).id
+            conv = (await repository.create_conversation(session=session, user_id=user)).id
+        turn = await service.post_message(
+            user_id=user, conversation_id=conv, body=MessageCreate(content="Hi", rag="off")
+        )
+        assert isinstance(await anext(turn), TurnStarted)
+        waiting = asyncio.ensure_future(anext(turn))  # the model has not answered yet
+        clock.now += 20  # past the lease: only a renewal keeps the conversation held
+        renewed.clear()
+        await asyncio.wait_for(renewed.wait(), 30)  # bounds a missing renewal, not a race
+        with pytest.raises(Conflict, match="still being generated"):
+            await store.begin_turn(conversation_id=conv, user_id=user, content="again")
+        waiting.cancel()  # the client goes away: the turn ends (and is undone)
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        await turn.aclose()
+    finally:
+        await engine.dispose()
