@@ -83,6 +83,8 @@ def search_text(q: str | None, *, max_chars: int) -> str | None:
     it is longer than `max_chars`, so one request cannot make the match arbitrarily
     costly."""
     text = (q or "").strip()
+    if "\x00" in text:
+        raise InvalidRequest("q: the search text must not contain NUL characters (U+0000)")
     if len(text) > max_chars:
         raise InvalidRequest(
             f"q: the search text is {len(text)} characters long; at most {max_chars} are allowed"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from chatapp.llm.base import Role
 from chatapp.rag.schemas import RagMode, SourcePublic
@@ -16,8 +17,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (U+0000): they cannot be stored")
+    return value
+
+
+# Text that is stored: PostgreSQL's text cannot hold U+0000.
+StoredText = Annotated[str, AfterValidator(_storable)]
+# Message sequence numbers are 32-bit integers in the database.
+MAX_SEQ = 2**31 - 1
+
+
 class ConversationCreate(_Strict):
-    title: str = Field(
+    title: StoredText = Field(
         "",
         max_length=200,
         description="Shown in the sidebar; set from the first message when empty.",
@@ -25,7 +38,7 @@ class ConversationCreate(_Strict):
 
 
 class ConversationUpdate(_Strict):
-    title: str = Field(..., min_length=1, max_length=200)
+    title: StoredText = Field(..., min_length=1, max_length=200)
 
 
 class ConversationPublic(BaseModel):
@@ -100,10 +113,11 @@ class RegenerateRequest(TurnOptions):
 
 
 class MessageCreate(TurnOptions):
-    content: str = Field(..., min_length=1, description="The user's message.")
+    content: StoredText = Field(..., min_length=1, description="The user's message.")
     replace_from_seq: int | None = Field(
         None,
         ge=0,
+        le=MAX_SEQ,
         description="Edit and resend: user message `replace_from_seq` and every later "
         "message are replaced by this one.",
     )

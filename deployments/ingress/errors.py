@@ -48,18 +48,22 @@ def envelope(
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-# PostgreSQL refusing text it cannot store (U+0000, or bytes invalid in its encoding):
-# the request's fault, whichever route's input carried it.
-_UNSTORABLE_TEXT = {"22021", "22P05"}  # character_not_in_repertoire, untranslatable_character
+# PostgreSQL refusing a value it cannot store: the request's fault, whichever route's
+# input carried it (the routes bound what they know; this is the net under them).
+_UNSTORABLE = {
+    "22001": "a text is longer than its field allows",  # string_data_right_truncation
+    "22003": "a number is out of range",  # numeric_value_out_of_range
+    "22021": "a text holds a NUL character (U+0000)",  # character_not_in_repertoire
+    "22P05": "a text holds a character the database cannot store",  # untranslatable_character
+}
 
 
 def error_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
     """Status, body and headers for any exception (unknown ones are a logged 500)."""
     exc = unwrap(exc)
-    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT:
-        exc = errors.InvalidRequest(
-            "the request holds text that cannot be stored (a NUL character, U+0000?)"
-        )
+    if isinstance(exc, DBAPIError) and (why := _UNSTORABLE.get(getattr(exc.orig, "sqlstate", ""))):
+        logger.info("refused a value the database cannot store: %s", exc.orig)
+        exc = errors.InvalidRequest(f"the request cannot be stored: {why}")
     elif database_unavailable(exc):
         logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         exc = errors.ServiceUnavailable(

@@ -100,3 +100,59 @@ def test_regenerate_and_edit_on_another_users_conversation_are_404(
     # exactly like a conversation that does not exist
     missing = client.post(f"/api/conversations/{uuid.uuid4()}/{path}", json=body)
     assert missing.status_code == 404
+
+
+# -- found by schema fuzzing (tests/integration/test_schema_fuzz.py) ------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("get", "/api/conversations", {"params": {"q": "\x00abc"}}),
+        ("post", "/api/conversations", {"json": {"title": "a\x00b"}}),
+        ("post", "/api/auth/register", {"json": {"email": "nul@example.com",
+                                                  "password": "correct horse battery staple",
+                                                  "display_name": "a\x00b"}}),
+    ],
+)  # fmt: skip
+def test_text_with_a_nul_character_is_422_not_500(
+    client: httpx.Client, method: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    """PostgreSQL cannot store U+0000 in text: refused as invalid input."""
+    before = client.get("/api/conversations").json()
+    assert _error(client.request(method, path, **kwargs), 422)["code"]
+    assert client.get("/api/conversations").json() == before
+
+
+def test_a_message_or_title_with_a_nul_character_is_422_and_stores_nothing(
+    client: httpx.Client,
+) -> None:
+    conv = client.post("/api/conversations", json={"title": "t"}).json()["id"]
+    before = _history(client, conv)
+    sent = client.post(
+        f"/api/conversations/{conv}/messages", json={"content": "hi\x00", "stream": False}
+    )
+    assert "NUL" in _error(sent, 422)["message"]
+    renamed = client.patch(f"/api/conversations/{conv}", json={"title": "\x00"})
+    assert _error(renamed, 422)["code"] == "invalid_body"
+    assert _history(client, conv) == before
+    assert client.get(f"/api/conversations/{conv}").json()["title"] == "t"
+
+
+def test_sequence_numbers_past_the_columns_range_are_422_not_500(client: httpx.Client) -> None:
+    """Message sequence numbers are 32-bit in the database: a larger one is invalid input."""
+    conv = client.post("/api/conversations", json={}).json()["id"]
+    sent = client.post(
+        f"/api/conversations/{conv}/messages",
+        json={"content": "hi", "stream": False, "max_tokens": 2},
+    )
+    assert sent.status_code == 200, sent.text
+    before = _history(client, conv)
+    paged = client.get(f"/api/conversations/{conv}", params={"before": 2**40})
+    assert _error(paged, 422)["code"] == "invalid_body"
+    edited = client.post(
+        f"/api/conversations/{conv}/messages",
+        json={"content": "edited", "replace_from_seq": 2**40, "stream": False},
+    )
+    assert _error(edited, 422)["code"]
+    assert _history(client, conv) == before

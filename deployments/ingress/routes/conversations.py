@@ -15,6 +15,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chatapp.chat import repository
 from chatapp.chat.schemas import (
+    MAX_SEQ,
     ConversationCreate,
     ConversationDetail,
     ConversationPage,
@@ -83,7 +84,9 @@ async def get_conversation(
     user: CurrentUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=0, description="Messages with seq below this.")] = None,
+    before: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="Messages with seq below this.")
+    ] = None,
 ) -> ConversationDetail:
     conversation = await repository.get_conversation(
         session=session, user_id=user.id, conversation_id=conversation_id
