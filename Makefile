@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 # llama.cpp for any x86-64 CPU with AVX2 (portable; the AMX kernels crash on some VMs).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install run test lint bench eval web clean
+.PHONY: install run test lint bench eval web clean chaos
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: lint
 # The web page's built files are committed; rebuild them after changing chatapp/web/src.
 web:
 	cd chatapp/web && npm ci && npm run build
+
+# Faults under load on a 3-node Ray cluster on this machine (a few minutes): per fault the
+# failed requests, time to recover, acknowledged messages lost and duplicated (both 0).
+chaos: install
+	$(BIN)/python -m tests.cluster.scenario --faults node,shard,ingress,router,llm
 
 bench: install
 	$(BIN)/python bench/chat_turn.py

@@ -162,7 +162,7 @@ class ShardSettings(BaseSettings):
         64, ge=2, description="Recent messages kept hot per conversation (the prompt's pool)."
     )
     turn_lease_s: float = Field(
-        15.0,
+        10.0,
         gt=0,
         description="A running turn holds its conversation this long unless its ingress "
         "renews it (every third of it while the answer streams): an ingress that dies frees "

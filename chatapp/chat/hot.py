@@ -82,7 +82,7 @@ class ConversationStore:
         max_hot: int,
         idle_timeout_s: float,
         max_hot_bytes: int = 128 * 1024 * 1024,
-        turn_lease_s: float = 15.0,
+        turn_lease_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessionmaker = sessionmaker

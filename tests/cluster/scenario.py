@@ -1,0 +1,348 @@
+"""Faults under load on a multi-node Ray cluster on one machine (`ray.cluster_utils.Cluster`).
+
+A head node and worker nodes (separate raylets, each with its own workers), ChatApp's Serve
+application on them (simulated engine, PostgreSQL, Redis), conversation shards spread over
+the nodes; users chat in a loop (streamed turns) while faults are injected one after
+another. Per fault: requests that failed, the time until every user had a turn answered
+again, and, at the end, acknowledged messages lost and sequence numbers duplicated (both
+must be 0), read back through the API.
+
+Faults (``--faults``, in order): ``node`` removes the worker node holding the most shards
+(`Cluster.remove_node`: its raylet and every worker on it die); ``shard`` kills a shard
+actor; ``ingress``, ``router`` and ``llm`` kill a replica of that deployment. Runs in its
+own process (it owns its Ray cluster): `tests/cluster/test_multinode.py` runs the short
+form, ``make chaos`` the whole set.
+
+    .venv/bin/python -m tests.cluster.scenario --faults node,shard,ingress,router,llm
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import ray
+from ray import serve
+from ray.cluster_utils import Cluster
+
+from actors.client import kill_shards, shard_names
+from bench.systems import PG_DEFAULT, temporary_pg_database
+from chatapp.config import Settings
+from deployments.app import build_app
+from tests.integration.sse import iter_events
+
+PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Turn:
+    user: int
+    started: float
+    ended: float
+    ok: bool
+    status: str  # "done", or what failed: an HTTP status, an SSE error code, an exception
+    user_seq: int | None = None
+    reply_id: str | None = None
+
+
+@dataclass
+class FaultRow:
+    fault: str
+    target: str
+    at_s: float
+    failed: int = 0
+    recovered_s: float | None = None  # until every user had a turn answered again
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+class Users:
+    """`n` users, each with an account and a conversation, chatting in a loop."""
+
+    def __init__(self, base_url: str, n: int) -> None:
+        self.base_url = base_url
+        self.turns: list[Turn] = []
+        self.headers: list[dict[str, str]] = []
+        self.conversations: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        with httpx.Client(base_url=base_url, timeout=60) as http:
+            for i in range(n):
+                email = f"chaos-{uuid.uuid4().hex[:8]}-{i}@example.com"
+                created = http.post(
+                    "/api/auth/register", json={"email": email, "password": PASSWORD}
+                )
+                assert created.status_code == 201, created.text
+                token = http.post("/api/auth/token", data={"username": email, "password": PASSWORD})
+                headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+                conv = http.post("/api/conversations", json={}, headers=headers).json()["id"]
+                self.headers.append(headers)
+                self.conversations.append(conv)
+        self._threads = [threading.Thread(target=self._chat, args=(i,)) for i in range(n)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=120)
+
+    def _chat(self, i: int) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=60, headers=self.headers[i]) as http:
+            n = 0
+            while not self._stop.is_set():
+                n += 1
+                turn = self._turn(http, i, f"message {n} from user {i}")
+                with self._lock:
+                    self.turns.append(turn)
+                if not turn.ok:
+                    time.sleep(0.5)  # as a client would before retrying
+
+    def _turn(self, http: httpx.Client, i: int, content: str) -> Turn:
+        started = time.monotonic()
+        url = f"/api/conversations/{self.conversations[i]}/messages"
+        try:
+            with http.stream("POST", url, json={"content": content}) as response:
+                if response.status_code != 200:
+                    response.read()
+                    return Turn(i, started, time.monotonic(), False, str(response.status_code))
+                events = list(iter_events(response))
+        except httpx.HTTPError as exc:
+            return Turn(i, started, time.monotonic(), False, type(exc).__name__)
+        last = events[-1] if events else None
+        if last is None or last.event != "done":
+            code = last.json().get("error", {}).get("code", "?") if last else "no events"
+            return Turn(i, started, time.monotonic(), False, f"sse:{code}")
+        done = last.json()
+        user_seq = next((e.json()["seq"] for e in events if e.event == "start"), None)
+        return Turn(i, started, time.monotonic(), True, "done", user_seq, done["message_id"])
+
+    def since(self, t: float) -> list[Turn]:
+        with self._lock:
+            return [turn for turn in self.turns if turn.started >= t]
+
+
+def live_actors() -> list[dict[str, Any]]:
+    """The cluster's live actors from the GCS (name, class, node id)."""
+    return [
+        {
+            "name": a.get("Name", ""),
+            "class": a.get("ActorClassName", ""),
+            "node": a["Address"]["NodeID"],
+        }
+        for a in ray._private.state.actors().values()
+        if a.get("State") == "ALIVE"
+    ]
+
+
+def shard_nodes(settings: Settings) -> dict[str, str]:
+    """Shard actor name -> the node id it runs on."""
+    names = set(shard_names(settings))
+    return {a["name"]: a["node"] for a in live_actors() if a["name"] in names}
+
+
+def replica_nodes() -> dict[str, list[str]]:
+    """Deployment -> node ids of its live replicas."""
+    placed: dict[str, list[str]] = {}
+    for a in live_actors():
+        if a["class"].startswith("ServeReplica:chaos:"):
+            placed.setdefault(a["class"].split(":")[-1], []).append(a["node"])
+    return placed
+
+
+def kill_replica(deployment: str) -> str:
+    for a in live_actors():
+        if a["class"] == f"ServeReplica:chaos:{deployment}":
+            ray.kill(ray.get_actor(a["name"], namespace="serve"), no_restart=True)
+            return str(a["name"])
+    raise RuntimeError(f"no live replica of {deployment}")
+
+
+def inject(fault: str, cluster: Cluster, settings: Settings) -> str:
+    if fault == "node":
+        by_node = Counter(shard_nodes(settings).values())
+        workers = {n.node_id: n for n in cluster.worker_nodes}
+        candidates = [(by_node.get(node_id, 0), node_id) for node_id in workers]
+        _, node_id = max(candidates)
+        cluster.remove_node(workers[node_id])
+        return f"worker node {node_id[:8]} ({by_node.get(node_id, 0)} shards)"
+    if fault == "shard":
+        name = shard_names(settings)[0]
+        ray.kill(ray.get_actor(name, namespace=settings.shards.namespace), no_restart=False)
+        return name
+    deployment = {"ingress": "ChatIngress", "router": "ChatRouter", "llm": "SelfHostedLLM"}[fault]
+    return kill_replica(deployment)
+
+
+def recovery(users: Users, at: float, n_users: int) -> float | None:
+    """Seconds from `at` until every user had a turn, started after `at`, answered."""
+    first_ok: dict[int, float] = {}
+    for turn in users.since(at):
+        if turn.ok and turn.user not in first_ok:
+            first_ok[turn.user] = turn.ended
+    if len(first_ok) < n_users:
+        return None
+    return max(first_ok.values()) - at
+
+
+def read_all(http: httpx.Client, conv: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """Every stored message of `conv`, page by page (newest pages first)."""
+    messages: list[dict[str, Any]] = []
+    params: dict[str, int] = {"limit": 200}
+    while True:
+        page = http.get(f"/api/conversations/{conv}", params=params, headers=headers).json()
+        messages = page["messages"] + messages
+        if not page["has_more"]:
+            return messages
+        params["before"] = page["messages"][0]["seq"]
+
+
+def check_history(users: Users) -> dict[str, int]:
+    """Acknowledged replies missing from the stored history, and duplicated seqs."""
+    acknowledged = [t for t in users.turns if t.ok]
+    lost = duplicated = 0
+    with httpx.Client(base_url=users.base_url, timeout=60) as http:
+        for i, conv in enumerate(users.conversations):
+            messages = read_all(http, conv, users.headers[i])
+            ids = {m["id"] for m in messages}
+            seqs = [m["seq"] for m in messages]
+            duplicated += len(seqs) - len(set(seqs))
+            lost += sum(1 for t in acknowledged if t.user == i and t.reply_id not in ids)
+    return {"acknowledged": len(acknowledged), "lost": lost, "duplicated": duplicated}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    cluster = Cluster(
+        initialize_head=True,
+        connect=True,
+        head_node_args={"num_cpus": 2, "gcs_server_port": free_port(), "include_dashboard": False},
+    )
+    for _ in range(args.workers):
+        cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    overrides = {
+        "database": {"url": args.database_url},
+        "redis": {"url": args.redis_url, "key_prefix": f"chaos-{uuid.uuid4().hex[:8]}:"},
+        "llm": {
+            "engine": "simulated",
+            "simulated_tokens_per_s": 100,
+            "simulated_reply_tokens": 20,
+        },
+        "rag": {"enabled": False},
+        "shards": {"count": 3, "name_prefix": f"chaos-shard-{uuid.uuid4().hex[:6]}"},
+        "serve": {"ingress_min_replicas": 2, "router_min_replicas": 2},
+        "auth": {"register_ip_limit": "10000/hour", "chat_request_limit": "100000/minute"},
+    }
+    settings = Settings.from_overrides(overrides)
+    rows: list[FaultRow] = []
+    try:
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(overrides), name="chaos", route_prefix="/")
+        base_url = f"http://127.0.0.1:{port}"
+        users = Users(base_url, args.users)
+        users.start()
+        t0 = time.monotonic()
+        time.sleep(args.warmup)
+        placement = {"shards": shard_nodes(settings), "replicas": replica_nodes()}
+        for fault in args.faults:
+            at = time.monotonic()
+            target = inject(fault, cluster, settings)
+            time.sleep(args.spacing)
+            after = users.since(at)
+            failed = [t for t in after if not t.ok]
+            rows.append(
+                FaultRow(
+                    fault,
+                    target,
+                    round(at - t0, 1),
+                    len(failed),
+                    recovery(users, at, args.users),
+                    dict(Counter(t.status for t in failed)),
+                )
+            )
+        users.stop()
+        history = check_history(users)
+        return {
+            "nodes": 1 + args.workers,
+            "users": args.users,
+            "turns": len(users.turns),
+            "placement": placement,
+            "faults": [asdict(r) for r in rows],
+            **history,
+        }
+    finally:
+        serve.shutdown()
+        kill_shards(settings)
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def report(result: dict[str, Any]) -> None:
+    print(
+        f"{result['nodes']} nodes, {result['users']} users, {result['turns']} turns; "
+        f"shards on {len(set(result['placement']['shards'].values()))} nodes; replicas: "
+        + ", ".join(f"{k} on {len(set(v))}" for k, v in result["placement"]["replicas"].items())
+    )
+    print(f"{'fault':<9}{'target':<44}{'at s':>6}{'failed':>8}{'recovered s':>13}  statuses")
+    for row in result["faults"]:
+        rec = row["recovered_s"]
+        print(
+            f"{row['fault']:<9}{row['target'][:43]:<44}{row['at_s']:>6.1f}{row['failed']:>8}"
+            f"{('-' if rec is None else f'{rec:.1f}'):>13}  {row['statuses']}"
+        )
+    print(
+        f"acknowledged replies: {result['acknowledged']}, lost: {result['lost']}, "
+        f"duplicated seqs: {result['duplicated']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--database-url", default=None, help="use this database (default: a temporary one)"
+    )
+    parser.add_argument("--postgres", default=PG_DEFAULT, help="admin URL for the temporary one")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--users", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=2, help="worker nodes beside the head")
+    parser.add_argument("--faults", type=lambda s: s.split(","), default=["node"])
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--spacing", type=float, default=20.0, help="seconds between faults")
+    parser.add_argument("--json", default=None, help="also write the result here")
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        if args.database_url is None:
+            args.database_url = stack.enter_context(temporary_pg_database(args.postgres))
+        result = run(args)
+    report(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f)
+    return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

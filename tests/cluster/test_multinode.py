@@ -1,0 +1,50 @@
+"""ChatApp on a 3-node Ray cluster on this machine (`ray.cluster_utils.Cluster`), users
+chatting while a worker node is removed: no acknowledged reply lost, no sequence number
+duplicated, every user answered again before the run ends, shards on more than one node.
+The scenario owns its Ray cluster, so it runs in a process of its own
+(`tests/cluster/scenario.py`); `make chaos` runs every fault."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_worker_node_removed_under_load_loses_nothing(pg_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+    for name in list(env):  # this session's Ray and Serve settings are not the cluster's
+        if name.startswith(("RAY_SERVE_", "RAY_ADDRESS")):
+            del env[name]
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.cluster.scenario",
+            "--database-url",
+            pg_url,
+            "--faults",
+            "node",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    result: dict[str, Any] = json.loads(out.read_text())
+    print(run.stdout[-1500:])  # the per-fault table, in the test log
+    assert result["acknowledged"] > 0
+    assert result["lost"] == 0 and result["duplicated"] == 0
+    (node,) = result["faults"]
+    assert node["recovered_s"] is not None, node  # every user answered again
+    assert len(set(result["placement"]["shards"].values())) > 1  # shards spread over nodes
