@@ -4,8 +4,9 @@ and every 4xx must carry the one error envelope
 ``{"error": {"message", "type", "param", "code"}}``.
 
 The app is its own Serve application (the simulated engine, so a fuzzed `max_tokens`
-costs no model time) over the session's PostgreSQL and Redis. Examples are bounded and
-derandomized: the same cases on every run, a few minutes on two cores.
+costs no model time, and a small knowledge base) over the session's PostgreSQL and
+Redis. Examples are bounded and derandomized: the same cases on every run, a few minutes
+on two cores.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from actors.client import kill_shards
-from chatapp.config import Settings
+from chatapp.config import RagSettings, Settings
 from deployments.app import build_app
+from pipelines.build_index import build_index
 from tests.conftest import REDIS_URL, register_and_login
+from tests.fakes.corpus import write_corpus
 
 PREFIX = "/fuzz"
+KB = "garden"
 # Routes that would end the fuzzing user's own session: fuzzed separately would need a
 # fresh login per case; their error paths are covered by the auth tests.
 SESSION_ENDING = ["/api/auth/logout"]
@@ -41,6 +45,10 @@ EXAMPLES = 40  # per operation, mode and path: ~2,300 requests, about a minute o
 
 @pytest.fixture(scope="module")
 def fuzz_app(chat_app: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # a small knowledge base, so its routes and grounded turns are reached too
+    root = tmp_path_factory.mktemp("fuzz-rag")
+    rag = {"index_dir": str(root / "indexes"), "default_kb": KB, "chunk_tokens": 64}
+    build_index([str(write_corpus(root / "corpus"))], kb=KB, rag=RagSettings(**rag))
     overrides: dict[str, Any] = {
         "database": {"url": pg_url},
         "redis": {"url": REDIS_URL, "key_prefix": f"chatapp-fuzz-{uuid.uuid4().hex[:8]}:"},
@@ -49,7 +57,7 @@ def fuzz_app(chat_app: str, pg_url: str, tmp_path_factory: pytest.TempPathFactor
             "simulated_reply_tokens": 4,
             "simulated_tokens_per_s": 100_000,
         },
-        "rag": {"index_dir": str(tmp_path_factory.mktemp("fuzz-indexes"))},
+        "rag": rag,
         "shards": {"count": 1, "name_prefix": f"fuzz-{uuid.uuid4().hex[:6]}"},
         "serve": {"max_body_bytes": 64 * 1024},
         "auth": {
@@ -154,6 +162,8 @@ def test_no_5xx_and_every_4xx_in_the_envelope(
         paths: list[dict[str, str] | None] = [None]
         if "{conversation_id}" in operation.path:
             paths.append({"conversation_id": _conversation(fuzz_app, fuzz_headers)})
+        if "{kb_id}" in operation.path:
+            paths.append({"kb_id": KB})
         for path in paths:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 failure = _fuzz(operation, mode, call, path)
