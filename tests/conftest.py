@@ -97,7 +97,15 @@ def ray_session() -> Iterator[None]:
     """One local Ray for the whole test session (Redis keeps its 6379)."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, namespace="chatapp-tests", log_to_driver=False)
+    # address="local": a new instance even while another cluster on this machine (the
+    # multi-node scenario's, or a `ray start`) is the "current" one ray.init() would join
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        namespace="chatapp-tests",
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()
 
