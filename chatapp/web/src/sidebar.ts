@@ -21,7 +21,8 @@ export interface SidebarActions {
 export class Sidebar {
   private readonly list = h("ul", { class: "conversations", "data-testid": "conversation-list" });
   private readonly more = h("button", { class: "more", hidden: true, "data-testid": "load-more" }, "Load more");
-  private readonly search = h("input", { type: "search", placeholder: "Search chats", "aria-label": "Search chats", "data-testid": "search" });
+  // maxlength: the server refuses longer searches (CHAT_MAX_SEARCH_CHARS, 100 by default)
+  private readonly search = h("input", { type: "search", placeholder: "Search chats", "aria-label": "Search chats", "data-testid": "search", maxlength: "100" });
   private cursor: string | null = null;
   private query = "";
 
