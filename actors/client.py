@@ -8,7 +8,6 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from uhashring import HashRing
 
 from actors.shard import ConversationShard
@@ -18,16 +17,6 @@ from chatapp.config import Settings
 from deployments.handles import call
 
 T = TypeVar("T")
-
-
-def _spread(index: int) -> NodeAffinitySchedulingStrategy | str:
-    """Shard `index` on the index-th live node (round robin), softly: a node lost takes
-    few conversations' hot copies with it, and Ray restarts a lost shard on a live node.
-    (Ray's own "SPREAD" left all of them on one node of a 3-node cluster.)"""
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    if not nodes:
-        return "DEFAULT"
-    return NodeAffinitySchedulingStrategy(nodes[index % len(nodes)], soft=True)
 
 
 def shard_names(settings: Settings) -> list[str]:
@@ -53,7 +42,12 @@ class ShardClient:
                 namespace=self._settings.shards.namespace,
                 lifetime="detached",
                 get_if_exists=True,
-                scheduling_strategy=_spread(self._names.index(name)),
+                # One per node where possible: a lost node takes few conversations' hot
+                # copies with it, and Ray restarts a lost shard on a live node. SPREAD
+                # ignores actors that ask for no CPU (all landed on one node of three),
+                # hence a token share of one.
+                scheduling_strategy="SPREAD",
+                num_cpus=0.01,
             ).remote(self._settings, self._names.index(name))
             self._handles[name] = handle
         return handle

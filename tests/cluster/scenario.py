@@ -2,7 +2,7 @@
 
 A head node and worker nodes (separate raylets, each with its own workers), ChatApp's Serve
 application on them (simulated engine, PostgreSQL, Redis), conversation shards spread over
-the nodes; users chat in a loop (streamed turns) while faults are injected one after
+the nodes (SPREAD); users chat in a loop (streamed turns) while faults are injected one after
 another. Per fault: requests that failed, the time until every user had a turn answered
 again, and, at the end, acknowledged messages lost and sequence numbers duplicated (both
 must be 0), read back through the API.
