@@ -39,7 +39,7 @@ from chatapp.chat.schemas import MessageCreate, MessagePublic, TurnOptions
 from chatapp.config import Settings
 from chatapp.errors import ChatAppError, InvalidRequest, NotFound, ProviderError
 from chatapp.llm.base import ChatMessage, Chunk, Finish, SamplingParams, TextDelta
-from chatapp.rag.prompt import grounded_system_prompt, public_sources, select_sources
+from chatapp.rag.prompt import grounded_messages, public_sources, select_sources
 from chatapp.rag.schemas import RagMode, RetrievedChunk, SourcePublic
 from chatapp.usage.ledger import UsageRecord
 from chatapp.usage.meter import Hold, UsageMeter
@@ -235,8 +235,10 @@ class ChatService:
             await asyncio.shield(self._settle(hold, None))
             raise
         sources = tuple(public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars))
-        system = grounded_system_prompt(self._settings.chat.system_prompt, grounding)
-        messages = [ChatMessage("system", system), *start.history]
+        # The sources go in an untrusted context block before the question, never into
+        # the system prompt (chatapp.rag.prompt.grounded_messages).
+        system = ChatMessage("system", self._settings.chat.system_prompt)
+        messages = grounded_messages([system, *start.history], grounding)
         parts: list[TextDelta] = []
         finish: Finish | None = None
         failure: ChatAppError | None = None
@@ -344,7 +346,7 @@ class ChatService:
                 last_question, knowledge_base=knowledge_base, rag=rag, default_kb=rag is not None
             )
             if grounding:
-                messages = _grounded(messages, grounding)
+                messages = grounded_messages(messages, grounding)
             sources = public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars)
             chunks = self._router.stream(
                 messages, params, model=model, user=str(user_id), cache=cache
@@ -456,14 +458,6 @@ def _usage(
         completion_tokens=sum(p.tokens for p in parts),
         complete=False,
     )
-
-
-def _grounded(messages: list[ChatMessage], grounding: list[RetrievedChunk]) -> list[ChatMessage]:
-    """`messages` with the sources in the system message (one is added if none leads)."""
-    if messages and messages[0].role == "system":
-        system = grounded_system_prompt(messages[0].content, grounding)
-        return [ChatMessage("system", system), *messages[1:]]
-    return [ChatMessage("system", grounded_system_prompt("", grounding).strip()), *messages]
 
 
 async def _close(chunks: AsyncIterator[Chunk]) -> None:

@@ -72,19 +72,6 @@ def grounded_messages(
     return [*out, ChatMessage("user", block)]
 
 
-def grounded_system_prompt(system_prompt: str, sources: Sequence[RetrievedChunk]) -> str:
-    """Deprecated, unsafe: the system prompt with the sources appended, which gives
-    retrieved text the system's authority. Use `grounded_messages`; kept only until
-    `chatapp.chat.service` moves to it."""
-    if not sources:
-        return system_prompt
-    blocks = [
-        f"[{i}] {label(hit)} ({hit.source})\n{hit.text.strip()}"
-        for i, hit in enumerate(sources, start=1)
-    ]
-    return f"{system_prompt}\n\n{INSTRUCTIONS}\n\nSources:\n\n" + "\n\n".join(blocks)
-
-
 def public_sources(sources: Sequence[RetrievedChunk], *, snippet_chars: int) -> list[SourcePublic]:
     """What the reply carries (and history keeps) about each numbered source."""
     out = []

@@ -142,6 +142,12 @@ class Rig:
         assert messages[0].role == "system"
         return messages[0].content
 
+    def question_of_last_call(self) -> str:
+        """The last user message the model received (where sources are put)."""
+        _, messages = self.model.history[-1]
+        assert messages[-1].role == "user"
+        return messages[-1].content
+
 
 @pytest.fixture
 def db(tmp_path: Path) -> DatabaseSettings:
@@ -255,7 +261,8 @@ async def test_grounding_always_cites_the_sources_and_stores_them(rig: Rig) -> N
     user, conv = await rig.conversation()
     rig.handbook.score = 0.1  # "always" grounds even on a weak match
     done = (await ask(rig, user, conv, "Leave?", rag="always"))[-1]
-    assert "30 days of paid leave" in rig.system_prompt_of_last_call()
+    assert "30 days of paid leave" in rig.question_of_last_call()
+    assert rig.system_prompt_of_last_call() == "You are terse."  # never the sources
     assert isinstance(done, TurnDone)
     assert [(s.index, s.title, s.source) for s in done.message.sources] == [
         (1, "Leave policy", "handbook/leave.md")

@@ -8,7 +8,6 @@ from chatapp.llm.base import ChatMessage
 from chatapp.rag.evaluation import evaluate, ndcg_at_k, ranked_ids, recall_at_k
 from chatapp.rag.prompt import (
     grounded_messages,
-    grounded_system_prompt,
     public_sources,
     select_sources,
 )
@@ -38,10 +37,13 @@ def test_auto_mode_uses_sources_only_past_the_threshold() -> None:
 
 def test_prompt_numbers_sources_and_public_sources_match() -> None:
     hits = [hit(0.6, 0), hit(0.5, 1)]
-    prompt = grounded_system_prompt("You are ChatApp.", hits)
-    assert prompt.startswith("You are ChatApp.")
+    asked = [ChatMessage("system", "You are ChatApp."), ChatMessage("user", "How?")]
+    system, question = grounded_messages(asked, hits)
+    assert system == asked[0]  # the system prompt is left as it is
+    prompt = question.content
     assert "[1] Guide — Setup (docs/a.md)\nchunk 0" in prompt and "[2] Guide" in prompt
-    assert grounded_system_prompt("sys", []) == "sys"
+    assert prompt.endswith("Question: How?")
+    assert grounded_messages(asked, []) == asked
     shown = public_sources(hits, snippet_chars=50)
     assert [s.index for s in shown] == [1, 2]
     assert shown[0].title == "Guide — Setup" and shown[0].source == "docs/a.md#s"
