@@ -101,7 +101,7 @@ def ray_session() -> Iterator[None]:
     # multi-node scenario's, or a `ray start`) is the "current" one ray.init() would join
     ray.init(
         address="local",
-        num_cpus=4,
+        num_cpus=8,  # logical: every test app's self-hosted model reserves one
         include_dashboard=False,
         namespace="chatapp-tests",
         log_to_driver=False,
