@@ -170,10 +170,39 @@ def chat_app(ray_session: None, app_overrides: dict[str, Any], serve_port: int) 
 
     port = serve_port
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(app_overrides), name="chatapp", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
+    yield run_app(
+        build_app(app_overrides),
+        name="chatapp",
+        route_prefix="/",
+        base_url=f"http://127.0.0.1:{port}",
+    )
     serve.shutdown()
     kill_shards(Settings.from_overrides(app_overrides))
+
+
+def run_app(app: Any, *, name: str, route_prefix: str, base_url: str) -> str:
+    """`serve.run`, then wait until the application's route answers; returns its URL.
+
+    Behind HAProxy, `serve.run` returns once the replicas run, but until HAProxy's health
+    check passes them requests go to Serve's fallback proxy, whose route table may not
+    have the new prefix yet (a 404). This waits as a load balancer's readiness probe
+    would: for `GET <prefix>/healthz` to answer 200."""
+    import time
+
+    import httpx
+    from ray import serve
+
+    serve.run(app, name=name, route_prefix=route_prefix)
+    url = base_url.rstrip("/") + ("" if route_prefix == "/" else route_prefix)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=10).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} was not routed within 60 s"
+        time.sleep(0.2)
 
 
 def register_and_login(

@@ -89,6 +89,7 @@ def web_sim(chat_app: str, pg_url: str) -> Iterator[str]:
     from actors.client import kill_shards
     from chatapp.config import Settings
     from deployments.app import build_app
+    from tests.conftest import run_app
 
     overrides = {
         "database": {"url": pg_url},
@@ -96,7 +97,7 @@ def web_sim(chat_app: str, pg_url: str) -> Iterator[str]:
         "shards": {"count": 1, "name_prefix": f"websim-{uuid.uuid4().hex[:6]}"},
         "auth": {"chat_request_limit": "10000/minute"},
     }
-    serve.run(build_app(overrides), name="websim", route_prefix="/websim")
+    run_app(build_app(overrides), name="websim", route_prefix="/websim", base_url=chat_app)
     yield f"{chat_app}/websim"
     serve.delete("websim")
     kill_shards(Settings.from_overrides(overrides))

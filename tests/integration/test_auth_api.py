@@ -27,7 +27,7 @@ from chatapp.auth.tokens import hash_secret
 from chatapp.config import Settings
 from chatapp.db.models import RefreshToken, utcnow
 from deployments.app import build_app
-from tests.conftest import ADMIN_EMAIL, register_and_login
+from tests.conftest import ADMIN_EMAIL, register_and_login, run_app
 from tests.integration.accounts import COOKIE_MODE, REFRESH_COOKIE, in_db, tokens_of
 
 PASSWORD = "correct horse battery staple"
@@ -561,7 +561,7 @@ def limited_app(chat_app: str, pg_url: str, app_overrides: dict[str, Any]) -> It
             "trusted_proxies": ["127.0.0.1", ray.util.get_node_ip_address()],
         },
     }
-    serve.run(build_app(overrides), name="limited", route_prefix="/limited")
+    run_app(build_app(overrides), name="limited", route_prefix="/limited", base_url=chat_app)
     yield f"{chat_app}/limited"
     serve.delete("limited")
     kill_shards(Settings.from_overrides(overrides))

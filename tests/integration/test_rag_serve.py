@@ -19,6 +19,7 @@ from actors.client import kill_shards
 from chatapp.config import RagSettings, Settings
 from deployments.app import build_app
 from pipelines.build_index import build_index
+from tests.conftest import run_app
 from tests.fakes.corpus import write_corpus
 from tests.integration.sse import iter_events
 
@@ -49,7 +50,7 @@ def rag_app(
         "shards": {"count": 1, "name_prefix": f"rag-{uuid.uuid4().hex[:6]}"},
         "rag": rag,
     }
-    serve.run(build_app(overrides), name="ragapp", route_prefix=PREFIX)
+    run_app(build_app(overrides), name="ragapp", route_prefix=PREFIX, base_url=chat_app)
     yield {"url": chat_app, "root": root, "rag": RagSettings(**rag)}
     serve.delete("ragapp")
     kill_shards(Settings.from_overrides(overrides))

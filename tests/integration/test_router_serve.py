@@ -18,7 +18,7 @@ from ray import serve
 from actors.client import kill_shards
 from chatapp.config import Settings
 from deployments.app import build_app
-from tests.conftest import REDIS_URL, register_and_login
+from tests.conftest import REDIS_URL, register_and_login, run_app
 from tests.fakes.providers import FakeOpenAI, Reply, Status
 from tests.integration.sse import iter_events
 
@@ -32,12 +32,14 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     server.stop()
 
 
-def _deploy(name: str, base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _deploy(
+    base_url: str, name: str, base: dict[str, Any], extra: dict[str, Any]
+) -> dict[str, Any]:
     overrides = copy.deepcopy(base)
     overrides["shards"] = {"count": 1, "name_prefix": f"{name}-{uuid.uuid4().hex[:6]}"}
     overrides["redis"] = {"url": REDIS_URL, "key_prefix": f"chatapp-test-{uuid.uuid4().hex[:8]}:"}
     overrides.update(extra)
-    serve.run(build_app(overrides), name=name, route_prefix=f"/{name}")
+    run_app(build_app(overrides), name=name, route_prefix=f"/{name}", base_url=base_url)
     return overrides
 
 
@@ -67,8 +69,9 @@ def apps(chat_app: str, app_overrides: dict[str, Any], fake_openai: FakeOpenAI) 
     }
     short = {**providers, "total_timeout_s": 3}  # the slow answers below take 20 s
     deployed = {
-        "routed": _deploy("routed", app_overrides, {"providers": providers}),
+        "routed": _deploy(chat_app, "routed", app_overrides, {"providers": providers}),
         "timeouts": _deploy(
+            chat_app,
             "timeouts",
             app_overrides,
             {
@@ -77,6 +80,7 @@ def apps(chat_app: str, app_overrides: dict[str, Any], fake_openai: FakeOpenAI) 
             },
         ),
         "budget": _deploy(
+            chat_app,
             "budget",
             app_overrides,
             {

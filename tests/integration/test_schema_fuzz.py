@@ -11,7 +11,6 @@ on two cores.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from actors.client import kill_shards
 from chatapp.config import RagSettings, Settings
 from deployments.app import build_app
 from pipelines.build_index import build_index
-from tests.conftest import REDIS_URL, register_and_login
+from tests.conftest import REDIS_URL, register_and_login, run_app
 from tests.fakes.corpus import write_corpus
 
 PREFIX = "/fuzz"
@@ -67,24 +66,9 @@ def fuzz_app(chat_app: str, pg_url: str, tmp_path_factory: pytest.TempPathFactor
             "login_ip_limit": "100000/15minutes",
         },
     }
-    serve.run(build_app(overrides), name="fuzzapp", route_prefix=PREFIX)
-    _wait_until_routed(chat_app + PREFIX)
-    yield chat_app + PREFIX
+    yield run_app(build_app(overrides), name="fuzzapp", route_prefix=PREFIX, base_url=chat_app)
     serve.delete("fuzzapp")
     kill_shards(Settings.from_overrides(overrides))
-
-
-def _wait_until_routed(url: str, timeout_s: float = 60.0) -> None:
-    """Readiness of a new application behind HAProxy: serve.run returns once its replicas
-    run, but until HAProxy's health check passes them, requests go to Serve's fallback
-    proxy, whose route table may not have the new prefix yet (a Serve 404). Wait for the
-    route the way a load balancer's readiness probe would."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if httpx.get(f"{url}/healthz", timeout=10).status_code == 200:
-            return
-        assert time.monotonic() < deadline, f"{url} was not routed within {timeout_s} s"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

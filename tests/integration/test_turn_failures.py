@@ -17,16 +17,17 @@ from ray import serve
 from actors.client import kill_shards
 from chatapp.config import Settings
 from deployments.app import build_app
+from tests.conftest import run_app
 from tests.integration.sse import iter_events
 
 
-def deploy(name: str, pg_url: str, llm: dict[str, Any]) -> dict[str, Any]:
+def deploy(base_url: str, name: str, pg_url: str, llm: dict[str, Any]) -> dict[str, Any]:
     overrides = {
         "database": {"url": pg_url},
         "llm": {"engine": "simulated", **llm},
         "shards": {"count": 1, "name_prefix": f"{name}-{uuid.uuid4().hex[:6]}"},
     }
-    serve.run(build_app(overrides), name=name, route_prefix=f"/{name}")
+    run_app(build_app(overrides), name=name, route_prefix=f"/{name}", base_url=base_url)
     return overrides
 
 
@@ -34,9 +35,12 @@ def deploy(name: str, pg_url: str, llm: dict[str, Any]) -> dict[str, Any]:
 def sim_apps(chat_app: str, pg_url: str) -> Iterator[str]:
     """Two more ChatApp applications on the same Serve instance, with simulated engines."""
     apps = {
-        "failing": deploy("failing", pg_url, {"simulated_fail_after_tokens": 3}),
+        "failing": deploy(chat_app, "failing", pg_url, {"simulated_fail_after_tokens": 3}),
         "slow": deploy(
-            "slow", pg_url, {"simulated_tokens_per_s": 20, "simulated_reply_tokens": 400}
+            chat_app,
+            "slow",
+            pg_url,
+            {"simulated_tokens_per_s": 20, "simulated_reply_tokens": 400},
         ),
     }
     yield chat_app
