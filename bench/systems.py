@@ -52,6 +52,8 @@ _OPTIONAL_OVERRIDES: dict[str, dict[str, Any]] = {
         "login_ip_limit": "100000/minute",
         "login_failure_limit": "100000/minute",
     },
+    # all of a chat-turn run's virtual users share one account (one API key for /v1)
+    "chat": {"max_concurrent_replies": 100000},
     "cache": {"enabled": False},
     "rag": {"enabled": False},
 }
