@@ -36,7 +36,13 @@ class DatabaseSettings(BaseSettings):
     )
     var_dir: Path = Field(Path("var"), description="Folder for the embedded SQLite database.")
     echo: bool = Field(False, description="Log every SQL statement (debugging only).")
-    pool_size: int = Field(10, ge=1, description="Connections per process (PostgreSQL).")
+    pool_size: int = Field(
+        5,
+        ge=1,
+        description="PostgreSQL connections kept per process (as many again when busy). "
+        "Every ingress replica and every shard actor has its own pool: keep "
+        "2 x pool_size x (ingress replicas + SHARDS_COUNT) under max_connections.",
+    )
     pool_pre_ping: bool = Field(
         False,
         description="Test each pooled connection with a round trip before using it "
