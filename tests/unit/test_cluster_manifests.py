@@ -145,3 +145,52 @@ def test_the_dashboard_is_not_on_a_public_service() -> None:
     token = env["SERVE_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
     sent = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
     assert (sent["name"], sent["key"]) == (token["name"], token["key"])
+
+
+def test_workers_spread_over_zones_and_hosts_and_drain_one_at_a_time() -> None:
+    manifest = yaml.safe_load((ROOT / "cluster/rayservice.yaml").read_text())
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["autoscalerOptions"]["idleTimeoutSeconds"] > 0
+    for group in cluster["workerGroupSpecs"]:
+        spread = group["template"]["spec"]["topologySpreadConstraints"]
+        keys = {c["topologyKey"] for c in spread}
+        assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, group
+        labels = group["template"]["metadata"]["labels"]
+        for constraint in spread:  # each selects the group's own pods
+            assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+    pdb = yaml.safe_load((ROOT / "cluster/pdb.yaml").read_text())
+    assert (pdb["apiVersion"], pdb["kind"]) == ("policy/v1", "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    # KubeRay labels worker pods ray.io/node-type=worker on top of the template's labels
+    for group in cluster["workerGroupSpecs"]:
+        selected = {**group["template"]["metadata"]["labels"], "ray.io/node-type": "worker"}
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= selected.items()
+
+
+def _dockerfile(name: str) -> tuple[str, str]:
+    """(the base image, the whole text) of Dockerfile `name`."""
+    text = (ROOT / name).read_text()
+    base = next(line.split()[1] for line in text.splitlines() if line.startswith("FROM "))
+    return base, text
+
+
+def test_the_images_are_ray_of_the_pinned_version_with_every_package() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    ray_pin = next(d for d in pyproject["project"]["dependencies"] if d.startswith("ray["))
+    ray_version = ray_pin.split("==")[1]
+    manifest = yaml.safe_load((ROOT / "cluster/rayservice.yaml").read_text())
+    assert manifest["spec"]["rayClusterConfig"]["rayVersion"] == ray_version
+    packages = [
+        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
+    for name, suffix, install in (
+        ("Dockerfile", "", "pip install --no-cache-dir ."),
+        ("Dockerfile.gpu", "-gpu", 'pip install --no-cache-dir ".[gpu]"'),
+    ):
+        base, text = _dockerfile(name)
+        assert base == f"rayproject/ray:{ray_version}-py311{suffix}", name
+        for package in packages:
+            assert f"COPY --chown=ray:users {package} ./{package}" in text, (name, package)
+        assert install in text, name
