@@ -205,6 +205,15 @@ def run_app(app: Any, *, name: str, route_prefix: str, base_url: str) -> str:
         time.sleep(0.2)
 
 
+def expect_error(response: Any, status: int) -> dict[str, Any]:
+    """The error envelope of `response`, after checking its status and that it says
+    what went wrong (a message and a code)."""
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["message"] and error["code"], error
+    return error
+
+
 def register_and_login(
     base_url: str, *, email: str | None = None, password: str = "correct horse battery staple"
 ) -> dict[str, str]:

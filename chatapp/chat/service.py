@@ -263,7 +263,7 @@ class ChatService:
             # closed, which stops the generation.
             renewing.cancel()
             reply = _reply_record(parts, finish, failure, sources)
-            used = _usage(user_id, "chat", parts, finish, conversation_id)
+            used = UsageRecord.of_call(user_id, "chat", parts, finish, conversation_id)
             store = asyncio.ensure_future(
                 self._store(user_id, conversation_id, start.user_message.seq, reply, hold, used)
             )
@@ -376,7 +376,7 @@ class ChatService:
                 if isinstance(chunk, Finish):
                     # Settled before the last chunk is handed over: a reader may stop there.
                     await asyncio.shield(
-                        self._settle(hold, _usage(user_id, "completion", parts, chunk))
+                        self._settle(hold, UsageRecord.of_call(user_id, "completion", parts, chunk))
                     )
                     settled = True
                     yield chunk
@@ -390,7 +390,9 @@ class ChatService:
         finally:
             settling = None
             if not settled:
-                settling = self._settle(hold, _usage(user_id, "completion", parts, None))
+                settling = self._settle(
+                    hold, UsageRecord.of_call(user_id, "completion", parts, None)
+                )
             await _close(rest)
             if settling is not None:
                 await asyncio.shield(settling)
@@ -425,38 +427,6 @@ def _reply_record(
         cost_usd=finish.cost_usd,
         cached=finish.cached,
         sources=sources,
-    )
-
-
-def _usage(
-    user_id: uuid.UUID,
-    kind: str,
-    parts: list[TextDelta],
-    finish: Finish | None,
-    conversation_id: uuid.UUID | None = None,
-) -> UsageRecord | None:
-    """What a call used: its finish's count, or the tokens streamed before it stopped."""
-    if finish is not None:
-        return UsageRecord(
-            user_id=user_id,
-            kind=kind,
-            conversation_id=conversation_id,
-            prompt_tokens=finish.prompt_tokens,
-            completion_tokens=finish.completion_tokens,
-            model=finish.model or None,
-            provider=finish.provider or None,
-            cost_usd=finish.cost_usd,
-            cached=finish.cached,
-        )
-    if not parts:
-        return None
-    return UsageRecord(
-        user_id=user_id,
-        kind=kind,
-        conversation_id=conversation_id,
-        prompt_tokens=0,
-        completion_tokens=sum(p.tokens for p in parts),
-        complete=False,
     )
 
 

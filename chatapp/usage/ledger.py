@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
@@ -19,6 +20,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatapp.db.models import UsageEvent, utcnow
+from chatapp.llm.base import Finish, TextDelta
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,40 @@ class UsageRecord:
     complete: bool = True  # False: failed or cancelled mid-answer (tokens still count)
     conversation_id: uuid.UUID | None = None
     created_at: datetime = field(default_factory=utcnow)
+
+    @classmethod
+    def of_call(
+        cls,
+        user_id: uuid.UUID,
+        kind: str,
+        parts: Sequence[TextDelta],
+        finish: Finish | None,
+        conversation_id: uuid.UUID | None = None,
+    ) -> UsageRecord | None:
+        """What a model call used: its finish's count, or, when it stopped before its
+        finish (failed, or the client went away), the tokens streamed until then."""
+        if finish is not None:
+            return cls(
+                user_id=user_id,
+                kind=kind,
+                conversation_id=conversation_id,
+                prompt_tokens=finish.prompt_tokens,
+                completion_tokens=finish.completion_tokens,
+                model=finish.model or None,
+                provider=finish.provider or None,
+                cost_usd=finish.cost_usd,
+                cached=finish.cached,
+            )
+        if not parts:
+            return None
+        return cls(
+            user_id=user_id,
+            kind=kind,
+            conversation_id=conversation_id,
+            prompt_tokens=0,
+            completion_tokens=sum(p.tokens for p in parts),
+            complete=False,
+        )
 
     @property
     def billable_tokens(self) -> int:

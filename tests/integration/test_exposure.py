@@ -11,13 +11,7 @@ import httpx
 from ray.serve.handle import DeploymentHandle
 
 from chatapp.config import Settings
-
-
-def _error(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert error["message"] and error["code"], error
-    return error
+from tests.conftest import expect_error
 
 
 def _production_api(app_overrides: dict[str, Any], **serve: Any) -> Any:
@@ -46,14 +40,14 @@ async def test_production_serves_no_api_docs_and_no_public_metrics(
 ) -> None:
     api = _production_api(app_overrides)
     for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect", "/metrics"):
-        assert _error(await _get(api, path), 404)["code"] == "not_found", path
+        assert expect_error(await _get(api, path), 404)["code"] == "not_found", path
     assert (await _get(api, "/healthz")).status_code == 200
 
     # /metrics with a token: only the scraper that presents it
     token = "scrape-" + "s" * 32
     guarded = _production_api(app_overrides, metrics_token=token)
-    assert _error(await _get(guarded, "/metrics"), 401)["code"]
-    assert _error(await _get(guarded, "/metrics", authorization="Bearer nope"), 401)["code"]
+    assert expect_error(await _get(guarded, "/metrics"), 401)["code"]
+    assert expect_error(await _get(guarded, "/metrics", authorization="Bearer nope"), 401)["code"]
     scraped = await _get(guarded, "/metrics", authorization=f"Bearer {token}")
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import register_and_login
+from tests.conftest import expect_error, register_and_login
 
 
 @pytest.fixture
@@ -18,13 +18,6 @@ def client(chat_app: str) -> Iterator[httpx.Client]:
     """A fresh user of the running app (their own rate-limit counters)."""
     with httpx.Client(base_url=chat_app, timeout=120, headers=register_and_login(chat_app)) as c:
         yield c
-
-
-def _error(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert error["message"] and error["code"], error
-    return error
 
 
 # -- item 15: an oversized chunked body ----------------------------------------------------
@@ -41,7 +34,7 @@ def test_an_oversized_chunked_body_is_413(client: httpx.Client) -> None:
     response = client.post(
         "/api/conversations", content=chunks(), headers={"content-type": "application/json"}
     )
-    assert _error(response, 413)["code"] == "payload_too_large"
+    assert expect_error(response, 413)["code"] == "payload_too_large"
     assert client.get("/api/conversations").json() == before
 
     def small() -> Iterator[bytes]:  # a chunked body under the limit still works
@@ -94,7 +87,7 @@ def test_regenerate_and_edit_on_another_users_conversation_are_404(
     victim, conv = victims_conversation
     before = _history(victim, conv)
     response = client.post(f"/api/conversations/{conv}/{path}", json=body)
-    error = _error(response, 404)
+    error = expect_error(response, 404)
     assert error["code"] == "not_found" and "1234" not in response.text
     assert _history(victim, conv) == before
     # exactly like a conversation that does not exist
@@ -120,7 +113,7 @@ def test_text_with_a_nul_character_is_422_not_500(
 ) -> None:
     """PostgreSQL cannot store U+0000 in text: refused as invalid input."""
     before = client.get("/api/conversations").json()
-    assert _error(client.request(method, path, **kwargs), 422)["code"]
+    assert expect_error(client.request(method, path, **kwargs), 422)["code"]
     assert client.get("/api/conversations").json() == before
 
 
@@ -132,9 +125,9 @@ def test_a_message_or_title_with_a_nul_character_is_422_and_stores_nothing(
     sent = client.post(
         f"/api/conversations/{conv}/messages", json={"content": "hi\x00", "stream": False}
     )
-    assert "NUL" in _error(sent, 422)["message"]
+    assert "NUL" in expect_error(sent, 422)["message"]
     renamed = client.patch(f"/api/conversations/{conv}", json={"title": "\x00"})
-    assert _error(renamed, 422)["code"] == "invalid_body"
+    assert expect_error(renamed, 422)["code"] == "invalid_body"
     assert _history(client, conv) == before
     assert client.get(f"/api/conversations/{conv}").json()["title"] == "t"
 
@@ -149,10 +142,10 @@ def test_sequence_numbers_past_the_columns_range_are_422_not_500(client: httpx.C
     assert sent.status_code == 200, sent.text
     before = _history(client, conv)
     paged = client.get(f"/api/conversations/{conv}", params={"before": 2**40})
-    assert _error(paged, 422)["code"] == "invalid_body"
+    assert expect_error(paged, 422)["code"] == "invalid_body"
     edited = client.post(
         f"/api/conversations/{conv}/messages",
         json={"content": "edited", "replace_from_seq": 2**40, "stream": False},
     )
-    assert _error(edited, 422)["code"]
+    assert expect_error(edited, 422)["code"]
     assert _history(client, conv) == before

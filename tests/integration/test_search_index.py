@@ -18,7 +18,7 @@ from chatapp.config import DatabaseSettings, Settings
 from chatapp.db.engine import make_engine, make_sessionmaker, migrate
 from chatapp.db.models import Conversation, Message, utcnow
 from chatapp.errors import InvalidRequest
-from tests.conftest import register_and_login
+from tests.conftest import expect_error, register_and_login
 from tests.fakes.users import create_user
 
 # The attack: long messages of one repeated letter, and a long query that almost matches
@@ -142,17 +142,10 @@ def client(chat_app: str) -> Iterator[httpx.Client]:
         yield c
 
 
-def _error(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert error["message"] and error["code"], error
-    return error
-
-
 def test_an_oversized_search_is_422_with_a_clear_message(client: httpx.Client) -> None:
     limit = Settings().chat.max_search_chars
     assert client.get("/api/conversations", params={"q": "a" * limit}).status_code == 200
-    error = _error(client.get("/api/conversations", params={"q": "a" * 5000 + "b"}), 422)
+    error = expect_error(client.get("/api/conversations", params={"q": "a" * 5000 + "b"}), 422)
     assert f"at most {limit}" in error["message"] and error["message"].startswith("q:")
 
 
@@ -161,7 +154,7 @@ def test_searches_are_rate_limited_per_user(client: httpx.Client, chat_app: str)
     for i in range(limit):
         assert client.get("/api/conversations", params={"q": f"w{i}"}).status_code == 200
     refused = client.get("/api/conversations", params={"q": "one more"})
-    assert _error(refused, 429)["code"] == "rate_limited"
+    assert expect_error(refused, 429)["code"] == "rate_limited"
     assert int(refused.headers["Retry-After"]) >= 1
     # listing without a search is not limited, and other users search on
     assert client.get("/api/conversations").status_code == 200
