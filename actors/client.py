@@ -63,12 +63,20 @@ class ShardClient:
         return await call(ref, unavailable="the conversation service is restarting")
 
     async def begin_turn(
-        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
+        self,
+        *,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        content: str,
+        idempotency_key: str | None = None,
     ) -> TurnStart:
         shard = self.shard_for(conversation_id)
         return await self._call(
             shard.begin_turn.remote(
-                conversation_id=conversation_id, user_id=user_id, content=content
+                conversation_id=conversation_id,
+                user_id=user_id,
+                content=content,
+                idempotency_key=idempotency_key,
             )
         )
 

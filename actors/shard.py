@@ -64,11 +64,19 @@ class ConversationShard:
     # The ConversationShards port, each method the store's own (see chatapp/chat/ports.py).
 
     async def begin_turn(
-        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
+        self,
+        *,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        content: str,
+        idempotency_key: str | None = None,
     ) -> TurnStart:
         self._ensure_sweeper()
         return await self._store.begin_turn(
-            conversation_id=conversation_id, user_id=user_id, content=content
+            conversation_id=conversation_id,
+            user_id=user_id,
+            content=content,
+            idempotency_key=idempotency_key,
         )
 
     async def finish_turn(

@@ -196,24 +196,47 @@ class ConversationStore:
     # -- turns -----------------------------------------------------------------------
 
     async def begin_turn(
-        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
+        self,
+        *,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        content: str,
+        idempotency_key: str | None = None,
     ) -> TurnStart:
         """Store the user's message and return the history the prompt is built from.
+
+        With an `idempotency_key` the conversation already holds (the client retries a
+        post whose response it lost), nothing new is stored: the turn's stored reply comes
+        back as `replay`; a turn whose owner died before replying is answered now; a turn
+        still running is `Conflict`; the key with a different message is `InvalidRequest`.
 
         A stale hot copy (the conversation was written elsewhere meanwhile: it moved to
         another shard and back when the shard count changed) fails its write and is
         dropped; the turn then starts again once from SQL, so the move costs no error."""
         try:
-            return await self._begin_turn(conversation_id, user_id, content)
+            return await self._begin_turn(conversation_id, user_id, content, idempotency_key)
         except WriteConflict:
-            return await self._begin_turn(conversation_id, user_id, content)
+            return await self._begin_turn(conversation_id, user_id, content, idempotency_key)
 
     async def _begin_turn(
-        self, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
+        self,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        content: str,
+        idempotency_key: str | None,
     ) -> TurnStart:
         hot = await self._activate(conversation_id, user_id)
         async with hot.lock:
             now = self._clock()
+            if idempotency_key is not None:
+                async with self._sessionmaker() as session:
+                    keyed = await repository.keyed_turn(
+                        session=session,
+                        conversation_id=conversation_id,
+                        idempotency_key=idempotency_key,
+                    )
+                if keyed is not None:
+                    return self._again(hot, content, *keyed, now=now)
             if hot.turn_renewed is not None and now - hot.turn_renewed < self._turn_lease_s:
                 raise Conflict(
                     "a reply is still being generated in this conversation; wait for it or "
@@ -223,14 +246,47 @@ class ConversationStore:
             if rewrite is not None and now - rewrite.at < _REWRITE_TTL_S:
                 if rewrite.content != content:
                     raise Conflict("this conversation is being edited; reload it and send again")
-                return await self._begin_rewritten(hot, rewrite, now)
+                return await self._begin_rewritten(hot, rewrite, now, idempotency_key)
             title = content.strip().splitlines()[0][:_TITLE_CHARS] if not hot.title else None
-            message = await self._write(hot, content, title=title)
+            message = await self._write(hot, content, title=title, idempotency_key=idempotency_key)
             if title is not None:
                 hot.title = title
             hot.turn_renewed = now
             hot.turn_set_title = title is not None
             return TurnStart(user_message=message, history=list(hot.recent), reply_seq=hot.next_seq)
+
+    def _again(
+        self,
+        hot: HotConversation,
+        content: str,
+        asked: MessagePublic,
+        reply: MessagePublic | None,
+        *,
+        now: float,
+    ) -> TurnStart:
+        """The turn of a message posted again with its Idempotency-Key."""
+        if asked.content != content:
+            raise InvalidRequest(
+                "Idempotency-Key: this key was already used for a different message in this "
+                "conversation; send a new message with a new key"
+            )
+        hot.rewrite = None  # a retried edit was prepared again: it was made the first time
+        if reply is not None:
+            return TurnStart(user_message=asked, history=[], reply_seq=reply.seq, replay=reply)
+        if hot.turn_renewed is not None and now - hot.turn_renewed < self._turn_lease_s:
+            raise Conflict(
+                "the message sent with this Idempotency-Key is still being answered; retry "
+                "once its reply is done"
+            )
+        if asked.seq != hot.next_seq - 1:
+            raise Conflict(
+                "the message sent with this Idempotency-Key was never answered and newer "
+                "messages follow it; send it again with a new key"
+            )
+        # Its turn died unanswered (its ingress replica was killed): answer it now.
+        hot.turn_renewed = now
+        hot.turn_set_title = False
+        return TurnStart(user_message=asked, history=list(hot.recent), reply_seq=hot.next_seq)
 
     async def finish_turn(
         self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, reply: ReplyRecord
@@ -327,7 +383,11 @@ class ConversationStore:
             )
 
     async def _begin_rewritten(
-        self, hot: HotConversation, rewrite: PendingRewrite, now: float
+        self,
+        hot: HotConversation,
+        rewrite: PendingRewrite,
+        now: float,
+        idempotency_key: str | None,
     ) -> TurnStart:
         try:
             async with self._sessionmaker() as session:
@@ -336,6 +396,7 @@ class ConversationStore:
                     conversation_id=hot.id,
                     from_seq=rewrite.from_seq,
                     content=rewrite.content,
+                    idempotency_key=idempotency_key,
                 )
                 rows, _ = await repository.list_messages(
                     session=session, conversation_id=hot.id, limit=self._hot_turns
@@ -368,7 +429,12 @@ class ConversationStore:
             self.forget(hot.id)  # re-activated from SQL on next use
 
     async def _write(
-        self, hot: HotConversation, message: str | ReplyRecord, *, title: str | None = None
+        self,
+        hot: HotConversation,
+        message: str | ReplyRecord,
+        *,
+        title: str | None = None,
+        idempotency_key: str | None = None,
     ) -> MessagePublic:
         """Append the user's text or a reply, through to SQL, then to the hot history."""
         try:
@@ -379,6 +445,7 @@ class ConversationStore:
                     seq=hot.next_seq,
                     message=message,
                     title=title,
+                    idempotency_key=idempotency_key,
                 )
         except Exception:
             # Whatever happened (a stale copy, a deleted conversation), SQL is the truth:

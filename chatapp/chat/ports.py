@@ -48,21 +48,31 @@ class ReplyRecord:
 
 @dataclass(frozen=True, slots=True)
 class TurnStart:
-    """What a turn starts from: the stored user message and the history for the prompt."""
+    """What a turn starts from: the stored user message and the history for the prompt.
+
+    `replay` is the stored reply when the message was posted before with the same
+    Idempotency-Key and answered: nothing was stored and no model is to be called."""
 
     user_message: MessagePublic
     history: list[ChatMessage]
     reply_seq: int
+    replay: MessagePublic | None = None
 
 
 class ConversationShards(Protocol):
     """Conversations by id: one turn at a time each, every write through to SQL."""
 
     async def begin_turn(
-        self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str
+        self,
+        *,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        content: str,
+        idempotency_key: str | None = None,
     ) -> TurnStart:
         """Store the user's message; `Conflict` while another turn runs (its lease lasts
-        `SHARDS_TURN_LEASE_S` unless renewed)."""
+        `SHARDS_TURN_LEASE_S` unless renewed). With an `idempotency_key` already used in
+        the conversation: its turn again (see `ConversationStore.begin_turn`)."""
         ...
 
     async def renew_turn(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:

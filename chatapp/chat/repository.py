@@ -237,9 +237,10 @@ async def append_message(
     seq: int,
     message: str | ReplyRecord,
     title: str | None = None,
+    idempotency_key: str | None = None,
 ) -> MessagePublic:
-    """Insert message `seq` (the user's text, or an assistant reply) and touch the
-    conversation, in one transaction.
+    """Insert message `seq` (the user's text, with the client's `idempotency_key` if it
+    sent one, or an assistant reply) and touch the conversation, in one transaction.
 
     `Conflict` when `seq` is taken (a stale writer) or the conversation is gone. Core
     statements, not the ORM's unit of work: this runs twice per chat turn, and the ORM's
@@ -251,6 +252,7 @@ async def append_message(
         "conversation_id": conversation_id,
         "seq": seq,
         "created_at": now,
+        "idempotency_key": idempotency_key,
         **_columns(message),
     }
     # updated_at is always the time of the newest message (or of creation).
@@ -266,6 +268,8 @@ async def append_message(
             raise NotFound(f"conversation {conversation_id} not found")
         await session.commit()
     except IntegrityError as exc:
+        # `seq` taken by another writer, or (rarer) the idempotency key by a concurrent
+        # turn on a stale copy: either way the writer re-reads the conversation from SQL.
         await session.rollback()
         raise WriteConflict(
             f"message {seq} of conversation {conversation_id} was already written by another "
@@ -317,6 +321,35 @@ async def get_message(
     )
 
 
+async def keyed_turn(
+    *, session: AsyncSession, conversation_id: uuid.UUID, idempotency_key: str
+) -> tuple[MessagePublic, MessagePublic | None] | None:
+    """The user message posted with `idempotency_key` and its reply (None while there is
+    none), or None when no message carries that key."""
+    rows = (
+        await session.scalars(
+            select(Message)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.seq
+                >= select(Message.seq)
+                .where(
+                    Message.conversation_id == conversation_id,
+                    Message.idempotency_key == idempotency_key,
+                )
+                .scalar_subquery(),
+            )
+            .order_by(Message.seq)
+            .limit(2)
+        )
+    ).all()
+    if not rows:
+        return None
+    asked = MessagePublic.model_validate(rows[0])
+    reply = rows[1] if len(rows) > 1 and rows[1].role == "assistant" else None
+    return asked, None if reply is None else MessagePublic.model_validate(reply)
+
+
 async def last_user_message(*, session: AsyncSession, conversation_id: uuid.UUID) -> Message | None:
     return await session.scalar(
         select(Message)
@@ -327,7 +360,12 @@ async def last_user_message(*, session: AsyncSession, conversation_id: uuid.UUID
 
 
 async def replace_messages(
-    *, session: AsyncSession, conversation_id: uuid.UUID, from_seq: int, content: str
+    *,
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    from_seq: int,
+    content: str,
+    idempotency_key: str | None = None,
 ) -> tuple[MessagePublic, list[MessagePublic]]:
     """Delete messages `from_seq` and later and store `content` as user message `from_seq`,
     in one transaction. Returns the new message and what was removed (for an undo)."""
@@ -344,7 +382,11 @@ async def replace_messages(
     )
     # append_message writes and commits in the same transaction: both or neither.
     message = await append_message(
-        session=session, conversation_id=conversation_id, seq=from_seq, message=content
+        session=session,
+        conversation_id=conversation_id,
+        seq=from_seq,
+        message=content,
+        idempotency_key=idempotency_key,
     )
     return message, removed
 
@@ -363,7 +405,14 @@ async def restore_messages(
     if messages:
         await session.execute(
             insert(Message),
-            [{**m.model_dump(), "conversation_id": conversation_id} for m in messages],
+            [
+                {
+                    **m.model_dump(),
+                    "idempotency_key": m.idempotency_key,
+                    "conversation_id": conversation_id,
+                }
+                for m in messages
+            ],
         )
     newest = await session.scalar(
         select(Message.created_at)

@@ -74,6 +74,9 @@ class MessagePublic(BaseModel):
         default_factory=list, description="Knowledge-base chunks the reply was grounded in."
     )
     created_at: datetime
+    # The Idempotency-Key the user message was posted with: kept with the message (an
+    # edit's undo puts it back), never shown.
+    idempotency_key: str | None = Field(None, exclude=True)
 
     @field_validator("sources", mode="before")
     @classmethod

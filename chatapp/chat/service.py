@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class TurnStarted:
     user_message: MessagePublic
+    replayed: bool = False  # an Idempotency-Key's turn again: its stored reply follows
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +177,15 @@ class ChatService:
         conversation_id: uuid.UUID,
         body: MessageCreate,
         cache: CacheMode = "auto",
+        idempotency_key: str | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Answer a new message, or (with `replace_from_seq`) an edited one that replaces
         that message and everything after it: the turn's events, once the message passed
-        its checks (an edit that cannot be made is raised here)."""
+        its checks (an edit that cannot be made is raised here).
+
+        A message posted again with the `idempotency_key` of an answered one gets that turn
+        again (`TurnStarted.replayed`, the stored reply as one delta): no second turn, no
+        model call, nothing metered."""
         limit = self._settings.chat.max_message_chars
         if len(body.content) > limit:
             raise InvalidRequest(f"content: the message is longer than {limit} characters")
@@ -190,7 +196,7 @@ class ChatService:
                 from_seq=body.replace_from_seq,
                 content=body.content,
             )
-        return self._turn(user_id, conversation_id, body.content, body, cache)
+        return self._turn(user_id, conversation_id, body.content, body, cache, idempotency_key)
 
     async def regenerate(
         self,
@@ -218,6 +224,7 @@ class ChatService:
         content: str,
         options: TurnOptions,
         cache: CacheMode,
+        idempotency_key: str | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         params = self.sampling_params(
             max_tokens=options.max_tokens, temperature=options.temperature, whole=not options.stream
@@ -229,11 +236,21 @@ class ChatService:
                 content, knowledge_base=options.knowledge_base_id, rag=options.rag
             )
             start = await self._shards.begin_turn(
-                conversation_id=conversation_id, user_id=user_id, content=content
+                conversation_id=conversation_id,
+                user_id=user_id,
+                content=content,
+                idempotency_key=idempotency_key,
             )
         except BaseException:
             await asyncio.shield(self._settle(hold, None))
             raise
+        if start.replay is not None:
+            await asyncio.shield(self._settle(hold, None))
+            yield TurnStarted(start.user_message, replayed=True)
+            if start.replay.content:
+                yield TextDelta(start.replay.content, start.replay.completion_tokens)
+            yield TurnDone(start.replay)
+            return
         sources = tuple(public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars))
         # The sources go in an untrusted context block before the question, never into
         # the system prompt (chatapp.rag.prompt.grounded_messages).

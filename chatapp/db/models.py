@@ -134,7 +134,12 @@ class Conversation(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (UniqueConstraint("conversation_id", "seq", name="uq_messages_conv_seq"),)
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "seq", name="uq_messages_conv_seq"),
+        UniqueConstraint(
+            "conversation_id", "idempotency_key", name="uq_messages_conv_idempotency_key"
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     conversation_id: Mapped[uuid.UUID] = mapped_column(
@@ -154,6 +159,9 @@ class Message(Base):
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     # Knowledge-base chunks the reply was grounded in (migration 0004), as shown to users.
     sources: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # The client's Idempotency-Key of a user message (migration 0008): a retry with it
+    # gets this turn back instead of a second one.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

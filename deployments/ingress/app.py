@@ -74,8 +74,14 @@ def create_api(state: IngressState) -> FastAPI:
             CORSMiddleware,
             allow_origins=state.settings.auth.cors_origins,
             allow_methods=["*"],
-            allow_headers=["Authorization", "Content-Type", "Cache-Control", "X-ChatApp-Refresh"],
-            expose_headers=["Retry-After"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Cache-Control",
+                "X-ChatApp-Refresh",
+                "Idempotency-Key",
+            ],
+            expose_headers=["Retry-After", "Idempotent-Replayed"],
         )
     return api
 

@@ -188,3 +188,36 @@ def test_greedy_turns_are_cached_and_the_header_opts_out(client: httpx.Client) -
     ) as response:
         fresh = list(iter_events(response))
     assert fresh[-1].json()["usage"]["cached"] is False
+
+
+def test_a_retry_with_the_same_idempotency_key_gets_the_stored_turn(
+    client: httpx.Client,
+) -> None:
+    conv = new_conversation(client)
+    url = f"/api/conversations/{conv}/messages"
+    body = {"content": "Say hi", "stream": False, "max_tokens": 8}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = client.post(url, json=body, headers=key)
+    assert first.status_code == 200, first.text
+    assert "idempotent-replayed" not in first.headers
+    again = client.post(url, json=body, headers=key)
+    assert again.status_code == 200, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["message"]["id"] == first.json()["message"]["id"]
+    # Streamed, the same turn again: start, the stored reply, done.
+    with client.stream("POST", url, json={**body, "stream": True}, headers=key) as response:
+        assert response.headers["idempotent-replayed"] == "true"
+        events = list(iter_events(response))
+    assert [e.event for e in events] == ["start", "token", "done"]
+    assert events[1].json()["text"] == first.json()["message"]["content"]
+    assert events[-1].json()["message_id"] == first.json()["message"]["id"]
+    messages = client.get(f"/api/conversations/{conv}").json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert "idempotency_key" not in messages[0]
+    # The key with another message, and keys that are not keys, are refused.
+    other = client.post(url, json={**body, "content": "Say bye"}, headers=key)
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["error"]["message"]
+    for bad in ("", "has space", "k" * 256):
+        response = client.post(url, json=body, headers={"Idempotency-Key": bad})
+        assert response.status_code == 422, (bad, response.text)
+    assert len(client.get(f"/api/conversations/{conv}").json()["messages"]) == 2

@@ -166,10 +166,18 @@ async def rig(db: DatabaseSettings) -> AsyncIterator[Rig]:
 
 
 async def ask(
-    rig: Rig, user: uuid.UUID, conv: uuid.UUID, content: str, **options: Any
+    rig: Rig,
+    user: uuid.UUID,
+    conv: uuid.UUID,
+    content: str,
+    idempotency_key: str | None = None,
+    **options: Any,
 ) -> list[TurnEvent]:
     events = await rig.service.post_message(
-        user_id=user, conversation_id=conv, body=MessageCreate(content=content, **options)
+        user_id=user,
+        conversation_id=conv,
+        body=MessageCreate(content=content, **options),
+        idempotency_key=idempotency_key,
     )
     return [event async for event in events]
 
@@ -526,3 +534,110 @@ async def test_a_running_turn_keeps_renewing_its_hold_on_the_conversation(
         await turn.aclose()
     finally:
         await engine.dispose()
+
+
+async def test_a_message_posted_again_with_its_idempotency_key_gets_the_same_turn_back(
+    rig: Rig,
+) -> None:
+    """A client whose response was lost (a dead connection, a killed replica) posts again
+    with the same Idempotency-Key: it gets the stored turn, not a second one."""
+    user, conv = await rig.conversation()
+    first = await ask(rig, user, conv, "How much leave?", rag="off", idempotency_key="k-1")
+    again = await ask(rig, user, conv, "How much leave?", rag="off", idempotency_key="k-1")
+    assert isinstance(first[0], TurnStarted) and not first[0].replayed
+    assert isinstance(again[0], TurnStarted) and again[0].replayed
+    assert again[0].user_message.id == first[0].user_message.id
+    done, replayed = first[-1], again[-1]
+    assert isinstance(done, TurnDone) and isinstance(replayed, TurnDone)
+    assert replayed.message.id == done.message.id
+    assert "".join(e.text for e in again if isinstance(e, TextDelta)) == done.message.content
+    assert len(rig.model.history) == 1  # the model answered once
+    assert await rig.stored(conv) == [
+        ("user", "How much leave?", "complete"),
+        ("assistant", "Thirty days of leave.", "complete"),
+    ]
+    # A new key is a new message.
+    await ask(rig, user, conv, "How much leave?", rag="off", idempotency_key="k-2")
+    assert len(await rig.stored(conv)) == 4
+
+
+async def test_an_idempotency_key_used_for_another_message_is_refused(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    await ask(rig, user, conv, "First", rag="off", idempotency_key="same")
+    with pytest.raises(InvalidRequest, match="Idempotency-Key: this key was already used"):
+        await ask(rig, user, conv, "Second", rag="off", idempotency_key="same")
+    assert [c for _, c, _ in await rig.stored(conv)] == ["First", "Thirty days of leave."]
+
+
+async def test_a_retried_edit_with_its_key_is_not_made_twice(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    await ask(rig, user, conv, "Name a fruit.", rag="off")
+    rig.model.enqueue(Answer("Carrot."))
+    edit = {"rag": "off", "replace_from_seq": 0, "idempotency_key": "edit-1"}
+    await ask(rig, user, conv, "Name a vegetable.", **edit)
+    again = await ask(rig, user, conv, "Name a vegetable.", **edit)
+    assert isinstance(again[0], TurnStarted) and again[0].replayed
+    assert await rig.stored(conv) == [
+        ("user", "Name a vegetable.", "complete"),
+        ("assistant", "Carrot.", "complete"),
+    ]
+    # The edit's undo keeps the keys of what it puts back.
+    rig.model.enqueue(ProviderAuth("down"))
+    with pytest.raises(ProviderAuth):
+        await ask(rig, user, conv, "Name a mineral.", rag="off", replace_from_seq=0)
+    again = await ask(rig, user, conv, "Name a vegetable.", **edit)
+    assert isinstance(again[0], TurnStarted) and again[0].replayed
+
+
+async def test_a_keyed_turn_is_409_while_it_runs_and_answered_on_retry_once_its_owner_died(
+    db: DatabaseSettings,
+) -> None:
+    """The ingress replica running a turn is killed after the question was stored: while
+    the turn's lease lasts, a retry with the key gets 409; after it, the retry answers the
+    stored question (once: no second user message)."""
+
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    rig = Rig(db)
+    store = ConversationStore(
+        sessionmaker=rig.sessionmaker,
+        hot_turns=20,
+        max_hot=100,
+        idle_timeout_s=600,
+        turn_lease_s=10,
+        clock=clock,
+    )
+    router = build_router(SETTINGS, {"self-hosted": rig.model})
+    service = ChatService(settings=SETTINGS, shards=store, router=router)
+    try:
+        user, conv = await rig.conversation()
+        # The dead replica's turn: the question stored, never answered nor renewed.
+        await store.begin_turn(
+            conversation_id=conv, user_id=user, content="Are you there?", idempotency_key="r"
+        )
+        body = MessageCreate(content="Are you there?", rag="off")
+        turn = await service.post_message(
+            user_id=user, conversation_id=conv, body=body, idempotency_key="r"
+        )
+        with pytest.raises(Conflict, match="still being answered"):
+            await anext(turn)
+        clock.now += 11  # the lease ran out
+        turn = await service.post_message(
+            user_id=user, conversation_id=conv, body=body, idempotency_key="r"
+        )
+        events = [event async for event in turn]
+        assert isinstance(events[0], TurnStarted) and not events[0].replayed
+        assert isinstance(events[-1], TurnDone)
+        assert await rig.stored(conv) == [
+            ("user", "Are you there?", "complete"),
+            ("assistant", "Thirty days of leave.", "complete"),
+        ]
+        _, prompt = rig.model.history[-1]
+        assert [m.content for m in prompt[1:]] == ["Are you there?"]
+    finally:
+        await rig.close()

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -175,9 +175,26 @@ async def post_message(
     user: ChatUser,
     state: StateDep,
     cache: CacheModeDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Any unique string (e.g. a UUID) chosen by the client for this "
+            "message: posting it again with the same key (a retry after a lost response) "
+            "returns the stored turn instead of a second one (`Idempotent-Replayed: true`); "
+            "409 while that turn is still running, 422 if the key was used for another "
+            "message.",
+        ),
+    ] = None,
 ) -> Response:
     events = await state.chat.post_message(
-        user_id=user.id, conversation_id=conversation_id, body=body, cache=cache
+        user_id=user.id,
+        conversation_id=conversation_id,
+        body=body,
+        cache=cache,
+        idempotency_key=idempotency_key,
     )
     return await _respond(events, stream=body.stream)
 
@@ -208,10 +225,14 @@ async def _respond(events: AsyncGenerator[TurnEvent, None], *, stream: bool) -> 
         head.append(event)
         if not isinstance(event, TurnStarted):
             break
+    replayed = isinstance(head[0], TurnStarted) and head[0].replayed
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
     if not stream:
         async for event in events:
             head.append(event)
-        return _json_result(head)
+        response = _json_result(head)
+        response.headers.update(headers or {})
+        return response
 
     async def sse() -> AsyncIterator[ServerSentEvent]:
         try:
@@ -225,7 +246,7 @@ async def _respond(events: AsyncGenerator[TurnEvent, None], *, stream: bool) -> 
             # stored at once.
             await events.aclose()
 
-    return EventSourceResponse(sse(), ping=15)
+    return EventSourceResponse(sse(), ping=15, headers=headers)
 
 
 def _json_result(events: list[TurnEvent]) -> JSONResponse:
