@@ -39,10 +39,11 @@ test: lint
 web:
 	cd chatapp/web && npm ci && npm run build
 
-# Faults under load on a 3-node Ray cluster on this machine (a few minutes): per fault the
-# failed requests, time to recover, acknowledged messages lost and duplicated (both 0).
+# Faults under load on a 3-node Ray cluster on this machine (a few minutes; PostgreSQL and
+# Redis are the run's own, stopped and started): per fault the failed requests and how they
+# failed, time to recover, acknowledged messages lost and duplicated (both 0).
 chaos: install
-	$(BIN)/python -m tests.cluster.scenario --faults node,shard,ingress,router,llm
+	$(BIN)/python -m tests.cluster.scenario --faults node,shard,ingress,router,llm,postgres,redis
 
 bench: install
 	$(BIN)/python bench/chat_turn.py

@@ -2,18 +2,27 @@
 
 A head node and worker nodes (separate raylets, each with its own workers), ChatApp's Serve
 application on them (simulated engine, PostgreSQL, Redis), conversation shards spread over
-the nodes (SPREAD); users chat in a loop (streamed turns) while faults are injected one after
-another. Per fault: requests that failed, the time until every user had a turn answered
-again, and, at the end, acknowledged messages lost and sequence numbers duplicated (both
-must be 0), read back through the API.
+the nodes; users chat in a loop (streamed turns) while faults are injected one after
+another. Per fault: requests that failed and how (HTTP status, an SSE ``error`` event's
+code, a stream cut, a connection refused), how many failed HTTP answers carried
+``Retry-After``, the time until every user had a turn answered again, and, at the end,
+acknowledged messages lost and sequence numbers duplicated (both must be 0), read back
+through the API.
 
-Faults (``--faults``, in order): ``node`` removes the worker node holding the most shards
-(`Cluster.remove_node`: its raylet and every worker on it die); ``shard`` kills a shard
-actor; ``ingress``, ``router`` and ``llm`` kill a replica of that deployment. Runs in its
-own process (it owns its Ray cluster): `tests/cluster/test_multinode.py` runs the short
-form, ``make chaos`` the whole set.
+Faults (``--faults``, in order, ``--spacing`` seconds apart, or ``--window FAULT=S`` after
+one): ``node`` removes the worker node holding the most shards (`Cluster.remove_node`: its
+raylet and every worker on it die); ``shard`` kills a shard actor; ``ingress``, ``router``
+and ``llm`` kill a replica of that deployment; ``postgres`` stops PostgreSQL (``pg_ctl stop
+-m fast``: every connection cut) for ``--pg-down-s`` (3) and starts it again; ``redis``
+shuts Redis down (``SHUTDOWN NOSAVE``) for ``--redis-down-s`` (5) and starts it again,
+empty. For those two the run uses a PostgreSQL / Redis of its own
+(`tests/cluster/stores.py`: ``initdb`` in a temporary directory, a ``redis-server`` on a
+free port), never the machine's shared servers. Runs in its own process (it owns its Ray
+cluster): `tests/cluster/test_multinode.py` runs the short form (``node,redis``), ``make
+chaos`` the whole set.
 
-    .venv/bin/python -m tests.cluster.scenario --faults node,shard,ingress,router,llm
+    .venv/bin/python -m tests.cluster.scenario \
+        --faults node,shard,ingress,router,llm,postgres,redis
 """
 
 from __future__ import annotations
@@ -43,9 +52,11 @@ from actors.client import kill_shards, shard_names
 from bench.systems import PG_DEFAULT, temporary_pg_database
 from chatapp.config import Settings
 from deployments.app import build_app
+from tests.cluster.stores import PrivatePostgres, PrivateRedis
 from tests.integration.sse import iter_events
 
 PASSWORD = "correct horse battery staple"
+FAULTS = ("node", "shard", "ingress", "router", "llm", "postgres", "redis")
 
 
 def free_port() -> int:
@@ -61,9 +72,13 @@ class Turn:
     started: float
     ended: float
     ok: bool
-    status: str  # "done", or what failed: an HTTP status, an SSE error code, an exception
+    # "done", or how it failed: an HTTP status ("503"), an SSE error event's code ("sse
+    # conflict"), the stream cut after its headers ("stream cut (RemoteProtocolError)"), or
+    # the exception before any answer ("ConnectError")
+    status: str
     user_seq: int | None = None
     reply_id: str | None = None
+    retry_after: bool | None = None  # a failed HTTP answer: whether it had Retry-After
 
 
 @dataclass
@@ -73,7 +88,10 @@ class FaultRow:
     at_s: float
     failed: int = 0
     recovered_s: float | None = None  # until every user had a turn answered again
-    statuses: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)  # how the failed requests failed
+    # failed HTTP answers (status >= 400) with and without a Retry-After header
+    retry_after: dict[str, int] = field(default_factory=dict)
+    down_s: float | None = None  # postgres, redis: how long the server was down
 
 
 class Users:
@@ -123,18 +141,26 @@ class Users:
     def _turn(self, http: httpx.Client, i: int, content: str) -> Turn:
         started = time.monotonic()
         url = f"/api/conversations/{self.conversations[i]}/messages"
+        answered = False
         try:
             with http.stream("POST", url, json={"content": content}) as response:
+                answered = True
                 if response.status_code != 200:
                     response.read()
-                    return Turn(i, started, time.monotonic(), False, str(response.status_code))
+                    has_retry_after = "retry-after" in response.headers
+                    status = str(response.status_code)
+                    return Turn(i, started, time.monotonic(), False, status, None, None,
+                                has_retry_after)  # fmt: skip
                 events = list(iter_events(response))
         except httpx.HTTPError as exc:
-            return Turn(i, started, time.monotonic(), False, type(exc).__name__)
+            kind = f"stream cut ({type(exc).__name__})" if answered else type(exc).__name__
+            return Turn(i, started, time.monotonic(), False, kind)
         last = events[-1] if events else None
         if last is None or last.event != "done":
-            code = last.json().get("error", {}).get("code", "?") if last else "no events"
-            return Turn(i, started, time.monotonic(), False, f"sse:{code}")
+            if last is None or last.event != "error":
+                return Turn(i, started, time.monotonic(), False, "stream cut (no done event)")
+            code = last.json().get("error", {}).get("code", "?")
+            return Turn(i, started, time.monotonic(), False, f"sse {code}")
         done = last.json()
         user_seq = next((e.json()["seq"] for e in events if e.event == "start"), None)
         return Turn(i, started, time.monotonic(), True, "done", user_seq, done["message_id"])
@@ -180,7 +206,33 @@ def kill_replica(deployment: str) -> str:
     raise RuntimeError(f"no live replica of {deployment}")
 
 
-def inject(fault: str, cluster: Cluster, settings: Settings) -> str:
+@dataclass
+class Stores:
+    """The run's own PostgreSQL and Redis, where a fault stops them, and their downtimes."""
+
+    postgres: PrivatePostgres | None = None
+    redis: PrivateRedis | None = None
+    pg_down_s: float = 3.0
+    redis_down_s: float = 5.0
+
+
+def inject(
+    fault: str, cluster: Cluster, settings: Settings, stores: Stores
+) -> tuple[str, float | None]:
+    """Inject `fault`: what it hit, and for a server stopped and started, how long it was
+    down (the call returns once it is back)."""
+    if fault == "postgres":
+        assert stores.postgres is not None
+        down = stores.postgres.outage(stores.pg_down_s)
+        return f"PostgreSQL :{stores.postgres.port} stopped (fast), started", down
+    if fault == "redis":
+        assert stores.redis is not None
+        down = stores.redis.outage(stores.redis_down_s)
+        return f"Redis :{stores.redis.port} shut down (nosave), started", down
+    return inject_ray(fault, cluster, settings), None
+
+
+def inject_ray(fault: str, cluster: Cluster, settings: Settings) -> str:
     if fault == "node":
         by_node = Counter(shard_nodes(settings).values())
         workers = {n.node_id: n for n in cluster.worker_nodes}
@@ -233,7 +285,25 @@ def check_history(users: Users) -> dict[str, int]:
     return {"acknowledged": len(acknowledged), "lost": lost, "duplicated": duplicated}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def fault_row(
+    fault: str, target: str, at: float, t0: float, down_s: float | None, users: Users, n: int
+) -> FaultRow:
+    failed = [t for t in users.since(at) if not t.ok]
+    http_errors = [t for t in failed if t.retry_after is not None]
+    with_header = sum(1 for t in http_errors if t.retry_after)
+    return FaultRow(
+        fault,
+        target,
+        round(at - t0, 1),
+        len(failed),
+        recovery(users, at, n),
+        dict(Counter(t.status for t in failed).most_common()),
+        {"with": with_header, "without": len(http_errors) - with_header},
+        None if down_s is None else round(down_s, 1),
+    )
+
+
+def run(args: argparse.Namespace, stores: Stores) -> dict[str, Any]:
     port = free_port()
     cluster = Cluster(
         initialize_head=True,
@@ -269,20 +339,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         placement = {"shards": shard_nodes(settings), "replicas": replica_nodes()}
         for fault in args.faults:
             at = time.monotonic()
-            target = inject(fault, cluster, settings)
-            time.sleep(args.spacing)
-            after = users.since(at)
-            failed = [t for t in after if not t.ok]
-            rows.append(
-                FaultRow(
-                    fault,
-                    target,
-                    round(at - t0, 1),
-                    len(failed),
-                    recovery(users, at, args.users),
-                    dict(Counter(t.status for t in failed)),
-                )
-            )
+            target, down_s = inject(fault, cluster, settings, stores)
+            window = args.window.get(fault, args.spacing)
+            time.sleep(max(0.0, at + window - time.monotonic()))
+            rows.append(fault_row(fault, target, at, t0, down_s, users, args.users))
         users.stop()
         history = check_history(users)
         return {
@@ -300,19 +360,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cluster.shutdown()
 
 
+def _statuses(statuses: dict[str, int]) -> str:
+    """`{503: 12, 'stream cut (ReadError)': 3}`: HTTP statuses as numbers."""
+    return str({int(k) if k.isdigit() else k: n for k, n in statuses.items()})
+
+
 def report(result: dict[str, Any]) -> None:
     print(
         f"{result['nodes']} nodes, {result['users']} users, {result['turns']} turns; "
         f"shards on {len(set(result['placement']['shards'].values()))} nodes; replicas: "
         + ", ".join(f"{k} on {len(set(v))}" for k, v in result["placement"]["replicas"].items())
     )
-    print(f"{'fault':<9}{'target':<44}{'at s':>6}{'failed':>8}{'recovered s':>13}  statuses")
+    print(
+        f"{'fault':<9}{'target':<44}{'at s':>6}{'down s':>8}{'failed':>8}{'recovered s':>13}"
+        f"{'Retry-After':>13}  failed requests"
+    )
     for row in result["faults"]:
-        rec = row["recovered_s"]
+        rec, down, ra = row["recovered_s"], row["down_s"], row["retry_after"]
+        http_failed = ra["with"] + ra["without"]
+        with_header = f"{ra['with']}/{http_failed}" if http_failed else "-"
         print(
-            f"{row['fault']:<9}{row['target'][:43]:<44}{row['at_s']:>6.1f}{row['failed']:>8}"
-            f"{('-' if rec is None else f'{rec:.1f}'):>13}  {row['statuses']}"
+            f"{row['fault']:<9}{row['target'][:43]:<44}{row['at_s']:>6.1f}"
+            f"{('-' if down is None else f'{down:.1f}'):>8}{row['failed']:>8}"
+            f"{('-' if rec is None else f'{rec:.1f}'):>13}"
+            f"{with_header:>13}"
+            f"  {_statuses(row['statuses'])}"
         )
+    print(
+        "(down s: how long the server was down; recovered s: from the fault until every user"
+        " had a turn answered again; Retry-After: failed HTTP answers that had the header)"
+    )
     print(
         f"acknowledged replies: {result['acknowledged']}, lost: {result['lost']}, "
         f"duplicated seqs: {result['duplicated']}"
@@ -322,21 +399,55 @@ def report(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--database-url", default=None, help="use this database (default: a temporary one)"
+        "--database-url",
+        default=None,
+        help="use this database (default: a temporary one; with the postgres fault, a "
+        "PostgreSQL of the run's own)",
     )
     parser.add_argument("--postgres", default=PG_DEFAULT, help="admin URL for the temporary one")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="use this Redis (default: 127.0.0.1:6379; with the redis fault, one of the run's own)",
+    )
     parser.add_argument("--users", type=int, default=6)
     parser.add_argument("--workers", type=int, default=2, help="worker nodes beside the head")
     parser.add_argument("--faults", type=lambda s: s.split(","), default=["node"])
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--spacing", type=float, default=20.0, help="seconds between faults")
+    parser.add_argument(
+        "--window",
+        type=lambda s: (s.split("=")[0], float(s.split("=")[1])),
+        action="append",
+        default=[],
+        metavar="FAULT=S",
+        help="seconds from this fault to the next (or the end) instead of --spacing",
+    )
+    parser.add_argument("--pg-down-s", type=float, default=3.0, help="postgres fault: downtime")
+    parser.add_argument("--redis-down-s", type=float, default=5.0, help="redis fault: downtime")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
+    args.window = dict(args.window)
+    unknown = (set(args.faults) | set(args.window)) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
+    stores = Stores(pg_down_s=args.pg_down_s, redis_down_s=args.redis_down_s)
     with contextlib.ExitStack() as stack:
-        if args.database_url is None:
+        if "postgres" in args.faults:
+            if args.database_url is not None:
+                parser.error("the postgres fault stops the run's own PostgreSQL: no --database-url")
+            stores.postgres = stack.enter_context(PrivatePostgres())
+            args.database_url = stores.postgres.url
+        elif args.database_url is None:
             args.database_url = stack.enter_context(temporary_pg_database(args.postgres))
-        result = run(args)
+        if "redis" in args.faults:
+            if args.redis_url is not None:
+                parser.error("the redis fault stops a Redis of the run's own: no --redis-url")
+            stores.redis = stack.enter_context(PrivateRedis())
+            args.redis_url = stores.redis.url
+        elif args.redis_url is None:
+            args.redis_url = "redis://127.0.0.1:6379/0"
+        result = run(args, stores)
     report(result)
     if args.json:
         with open(args.json, "w") as f:

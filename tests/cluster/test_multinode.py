@@ -1,6 +1,7 @@
 """ChatApp on a 3-node Ray cluster on this machine (`ray.cluster_utils.Cluster`), users
-chatting while a worker node is removed: no acknowledged reply lost, no sequence number
-duplicated, every user answered again before the run ends, shards on more than one node.
+chatting while a worker node is removed, then while Redis (the run's own) is down for 5 s:
+no acknowledged reply lost, no sequence number duplicated, every user answered again after
+each fault, shards on more than one node, and not one request failed while Redis was away.
 The scenario owns its Ray cluster, so it runs in a process of its own
 (`tests/cluster/scenario.py`); `make chaos` runs every fault."""
 
@@ -16,7 +17,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_worker_node_removed_under_load_loses_nothing(pg_url: str, tmp_path: Path) -> None:
+def test_a_worker_node_removed_and_redis_restarted_under_load_lose_nothing(
+    pg_url: str, tmp_path: Path
+) -> None:
     out = tmp_path / "result.json"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
     for name in list(env):  # this session's Ray and Serve settings are not the cluster's
@@ -30,7 +33,9 @@ def test_a_worker_node_removed_under_load_loses_nothing(pg_url: str, tmp_path: P
             "--database-url",
             pg_url,
             "--faults",
-            "node",
+            "node,redis",
+            "--window",
+            "redis=10",
             "--json",
             str(out),
         ],
@@ -45,6 +50,7 @@ def test_a_worker_node_removed_under_load_loses_nothing(pg_url: str, tmp_path: P
     print(run.stdout[-1500:])  # the per-fault table, in the test log
     assert result["acknowledged"] > 0
     assert result["lost"] == 0 and result["duplicated"] == 0
-    (node,) = result["faults"]
+    node, redis = result["faults"]
     assert node["recovered_s"] is not None, node  # every user answered again
+    assert redis["failed"] == 0 and redis["recovered_s"] is not None, redis  # chat went on
     assert len(set(result["placement"]["shards"].values())) > 1  # shards spread over nodes
