@@ -1,5 +1,5 @@
 """`chatapp` command line: run the service on a local Ray, apply migrations, grant the
-admin role, build and evaluate knowledge-base indexes."""
+admin role, back up and restore the database, build and evaluate knowledge-base indexes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
-from chatapp.config import Settings
+from chatapp.config import DatabaseSettings, Settings
 from deployments.serve_env import use_serve_fast_path
 
 
@@ -169,6 +170,61 @@ def _admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB"):
+        if size < 1024:
+            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _backup(args: argparse.Namespace) -> int:
+    """Back up the database of DATABASE_URL (only the database settings are read: the
+    job needs no other secret)."""
+    from chatapp.backup import BackupError, backup
+
+    try:
+        done = asyncio.run(
+            backup(DatabaseSettings(), Path(args.path), keep=args.keep, pg_bin=args.pg_bin)
+        )
+    except BackupError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"backed up the {done.database} to {done.path} "
+          f"({_size(done.size_bytes)} in {done.seconds:.1f} s)")  # fmt: skip
+    for old in done.removed:
+        print(f"removed the older backup {old}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from chatapp.backup import BackupError, restore
+
+    try:
+        done = asyncio.run(
+            restore(DatabaseSettings(), Path(args.path), force=args.force, pg_bin=args.pg_bin)
+        )
+    except BackupError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"restored {done.path} into the {done.database} in {done.seconds:.1f} s")
+    if done.revision != done.head:
+        print(f"note: the backup's schema is at migration {done.revision}, this version's "
+              f"at {done.head}: run `chatapp migrate` before starting ChatApp")  # fmt: skip
+    return 0
+
+
+def _pg_bin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pg-bin",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of pg_dump / pg_restore (default: PATH), e.g. /usr/lib/postgresql/16/bin",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatapp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,6 +248,30 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_parser("list", help="the admins, and whether their email is verified").set_defaults(
         func=_admin
     )
+    bk = sub.add_parser(
+        "backup",
+        help="back up the database of DATABASE_URL (PostgreSQL: pg_dump custom format; "
+        "SQLite: a copy through its online backup API)",
+    )
+    bk.add_argument("path", help="the backup file, or a folder to add a timestamped one to")
+    bk.add_argument(
+        "--keep",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with a folder: then delete all but the newest N backups this command wrote there",
+    )
+    _pg_bin_option(bk)
+    bk.set_defaults(func=_backup)
+    rs = sub.add_parser(
+        "restore", help="restore a backup into the database of DATABASE_URL (stop ChatApp first)"
+    )
+    rs.add_argument("path", help="a file written by `chatapp backup`")
+    rs.add_argument(
+        "--force", action="store_true", help="replace what the database holds (refused without)"
+    )
+    _pg_bin_option(rs)
+    rs.set_defaults(func=_restore)
     index = sub.add_parser("index", help="knowledge-base indexes").add_subparsers(
         dest="index_command", required=True
     )
