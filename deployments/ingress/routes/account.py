@@ -1,12 +1,15 @@
-"""/api/me, /api/keys and /api/admin: the account, its API keys, and user administration."""
+"""/api/me, /api/keys and /api/admin: the account, its export, its API keys, and user
+administration."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
 
 from chatapp.auth import service
 from chatapp.auth.schemas import (
@@ -20,6 +23,7 @@ from chatapp.auth.schemas import (
 )
 from chatapp.db.models import User
 from chatapp.errors import NotFound
+from chatapp.export import EXPORT_LIMIT, export_filename, export_user
 from deployments.ingress.deps import ClientIp, CurrentAdmin, CurrentUser, SessionDep, StateDep
 from deployments.ingress.lockout import password_attempt
 
@@ -36,6 +40,41 @@ async def _user(session: SessionDep, principal_id: uuid.UUID) -> User:
 @router.get("/api/me")
 async def me(user: CurrentUser, session: SessionDep) -> UserPublic:
     return UserPublic.model_validate(await _user(session, user.id))
+
+
+@router.get(
+    "/api/me/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Everything stored about the account, as one JSON document "
+            "(profile, API keys without their secrets, conversations with every message, "
+            "usage events), streamed as it is read.",
+            "content": {"application/json": {}},
+        }
+    },
+)
+async def export_account(user: CurrentUser, state: StateDep) -> StreamingResponse:
+    """Download your data (rate-limited: each export reads the whole account)."""
+    await state.limiter.hit(EXPORT_LIMIT, "export", str(user.id), what="exports")
+    if state.chat.usage is not None:  # this replica's unwritten usage rows, as /api/usage
+        await state.chat.usage.ledger.flush()
+    chunks = export_user(sessionmaker=state.sessionmaker, user_id=user.id)
+    first = await anext(chunks)  # errors before it are ordinary HTTP errors
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return StreamingResponse(
+        body(),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="{export_filename()}"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 @router.post("/api/me/password", status_code=204)
