@@ -4,6 +4,18 @@
 #   docker build -t chatapp:0.1.0 .
 FROM rayproject/ray:2.60.0-py311
 
+# PostgreSQL 17 client tools for `chatapp backup` / `restore` (cluster/backup-cronjob.yaml):
+# PGDG's packages, pg_dump must be at least the server's major version (17 dumps 17 and older).
+USER root
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends curl ca-certificates gnupg \
+    && curl -fsSL https://www.postgresql.org/media/keys/ACCC4CF8.asc \
+       | gpg --dearmor -o /usr/share/keyrings/pgdg.gpg \
+    && echo "deb [signed-by=/usr/share/keyrings/pgdg.gpg] https://apt.postgresql.org/pub/repos/apt $(. /etc/os-release && echo $VERSION_CODENAME)-pgdg main" \
+       > /etc/apt/sources.list.d/pgdg.list \
+    && apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql-client-17 \
+    && rm -rf /var/lib/apt/lists/*
+USER ray
+
 WORKDIR /home/ray/chatapp
 # llama-cpp-python builds from source: the same CPU flags as the Makefile (no AMX kernels)
 ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
