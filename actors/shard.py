@@ -19,6 +19,8 @@ from chatapp.chat.ports import ReplyRecord, TurnStart
 from chatapp.chat.schemas import MessagePublic
 from chatapp.config import Settings
 from chatapp.db.engine import make_engine, make_sessionmaker
+from chatapp.observability.metrics import ShardMetrics
+from deployments.observe import RayInstruments
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class ConversationShard:
             max_hot_bytes=settings.shards.max_hot_bytes,
             idle_timeout_s=settings.shards.idle_timeout_s,
             turn_lease_s=settings.shards.turn_lease_s,
+            metrics=ShardMetrics(RayInstruments()),
         )
         self._sweep_every = min(60.0, settings.shards.idle_timeout_s / 2)
         self._sweeper: asyncio.Task[None] | None = None

@@ -77,9 +77,12 @@ class WriteConflict(Conflict):
 class RateLimited(ChatAppError):
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, limit: str = "requests"
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.limit = limit  # which limit, for metrics: "logins", "monthly_budget", ...
 
 
 class ServiceUnavailable(ChatAppError):

@@ -62,7 +62,9 @@ class RateLimiter:
         if not await self._hit(item, keys, cost):
             wait = await self._retry_after(item, keys)
             raise RateLimited(
-                f"too many {what}: the limit is {limit}; retry in {wait:.0f} s", retry_after=wait
+                f"too many {what}: the limit is {limit}; retry in {wait:.0f} s",
+                retry_after=wait,
+                limit=what,
             )
 
     async def reset(self, limit: str, *keys: str) -> None:

@@ -8,7 +8,7 @@ one place where Ray's errors become ChatApp's.
   `StreamError` (`to_wire`), and the caller raises it again as its own class
   (`from_wire`, through `errors.from_code`), wherever in the stream it happened.
 - `RouterHandle` is the `ModelRouter` port over the ChatRouter deployment (plus the
-  catalog and its metrics); `RetrievalHandle` is the `Retriever` port over Retrieval.
+  catalog); `RetrievalHandle` is the `Retriever` port over Retrieval.
 """
 
 from __future__ import annotations
@@ -128,13 +128,6 @@ class RouterHandle:
             self._handle.models.remote(), unavailable="the model router is unavailable"
         )
         return models
-
-    async def metrics(self) -> bytes:
-        """The router replica's provider metrics, Prometheus text."""
-        body: bytes = await call(
-            self._handle.metrics.remote(), unavailable="the model router is unavailable"
-        )
-        return body
 
 
 class RetrievalHandle:

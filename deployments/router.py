@@ -17,8 +17,9 @@ from chatapp.llm.base import ChatMessage, ChatProvider, Chunk, SamplingParams
 from chatapp.llm.catalog import SELF_HOSTED
 from chatapp.llm.registry import build_providers
 from chatapp.llm.router import build_router
-from chatapp.metrics import ProviderMetrics
+from chatapp.observability.metrics import ProviderMetrics
 from deployments.handles import StreamError, from_wire, pickled, to_wire
+from deployments.observe import RayInstruments
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +47,13 @@ class ChatRouter:
     def __init__(self, self_hosted: DeploymentHandle, settings: Settings) -> None:
         providers = build_providers(settings.providers)
         providers[SELF_HOSTED] = SelfHostedProvider(self_hosted)
-        self._metrics = ProviderMetrics()
         # Streams leave this replica through Ray: external providers' token-by-token
         # streams and cache replays are coalesced here; the self-hosted model's deployment
         # coalesces its own, which passes through unchanged.
         self._router = build_router(
             settings,
             providers,
-            metrics=self._metrics,
+            metrics=ProviderMetrics(RayInstruments()),
             cache=build_response_cache(settings.cache, settings.redis),
             coalesce=True,
         )
@@ -61,10 +61,6 @@ class ChatRouter:
     async def models(self) -> list[dict[str, Any]]:
         """The catalog: the models requests may name."""
         return self._router.models()
-
-    async def metrics(self) -> bytes:
-        """This replica's provider metrics in the Prometheus text format."""
-        return self._metrics.text()
 
     async def stream(
         self,

@@ -105,6 +105,9 @@ def ray_session() -> Iterator[None]:
         include_dashboard=False,
         namespace="chatapp-tests",
         log_to_driver=False,
+        # Workers report metrics to their node's agent every second (Ray's default is 10 s),
+        # so tests see a recorded metric soon.
+        _system_config={"metrics_report_interval_ms": 1000},
     )
     yield
     ray.shutdown()

@@ -30,6 +30,7 @@ from chatapp.chat.ports import ReplyRecord, TurnStart
 from chatapp.chat.schemas import MessagePublic
 from chatapp.errors import Conflict, InvalidRequest, WriteConflict
 from chatapp.llm.base import ChatMessage
+from chatapp.observability.metrics import PrometheusInstruments, ShardMetrics
 
 _TITLE_CHARS = 60
 _REWRITE_TTL_S = 60.0  # a prepared rewrite not followed by its turn this long is dropped
@@ -84,8 +85,10 @@ class ConversationStore:
         max_hot_bytes: int = 128 * 1024 * 1024,
         turn_lease_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        metrics: ShardMetrics | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._metrics = metrics or ShardMetrics(PrometheusInstruments())
         # A turn holds its conversation for this long after it began or was last renewed:
         # its owner renews it while the answer streams, so when the owner dies (its ingress
         # replica was killed) the conversation is free again within this time.
@@ -114,6 +117,11 @@ class ConversationStore:
             size = hot.measure()
             self._hot_bytes += size - hot.size
             hot.size = size
+            self._metrics.hot_bytes.labels().set(self._hot_bytes)
+
+    def _count_hot(self) -> None:
+        self._metrics.hot.labels().set(len(self._hot))
+        self._metrics.hot_bytes.labels().set(self._hot_bytes)
 
     async def _activate(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> HotConversation:
         hot = self._hot.get(conversation_id)
@@ -125,8 +133,10 @@ class ConversationStore:
                     if hot is None:
                         hot = await self._load(conversation_id, user_id)
                         self._hot[conversation_id] = hot
+                        self._metrics.activations.labels().inc()
                         self._resize(hot)
                         self._evict_over_capacity()
+                        self._count_hot()
             finally:  # also when the load failed: unknown ids must not pile up locks
                 self._activating.pop(conversation_id, None)
         elif hot.user_id != user_id:
@@ -170,20 +180,24 @@ class ConversationStore:
             if not self._over_capacity():
                 return
             if not self._hot[conversation_id].busy():
-                self.forget(conversation_id)
+                self.forget(conversation_id, reason="capacity")
 
     def passivate_idle(self) -> int:
         """Drop conversations idle longer than the timeout; returns how many."""
         cutoff = self._clock() - self._idle_timeout_s
         idle = [cid for cid, hot in self._hot.items() if hot.last_used < cutoff and not hot.busy()]
         for cid in idle:
-            self.forget(cid)
+            self.forget(cid, reason="idle")
         return len(idle)
 
-    def forget(self, conversation_id: uuid.UUID) -> None:
+    def forget(self, conversation_id: uuid.UUID, *, reason: str = "reload") -> None:
+        """Drop a hot conversation (`reason`: idle, capacity, deleted, or reload: its next
+        use re-reads it from SQL)."""
         hot = self._hot.pop(conversation_id, None)
         if hot is not None:
             self._hot_bytes -= hot.size
+            self._metrics.passivations.labels(reason).inc()
+            self._count_hot()
 
     async def delete(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         """Delete the conversation and its messages (the owner's only)."""
@@ -191,7 +205,7 @@ class ConversationStore:
             await repository.delete_conversation(
                 session=session, user_id=user_id, conversation_id=conversation_id
             )
-        self.forget(conversation_id)
+        self.forget(conversation_id, reason="deleted")
 
     # -- turns -----------------------------------------------------------------------
 
@@ -216,7 +230,11 @@ class ConversationStore:
         try:
             return await self._begin_turn(conversation_id, user_id, content, idempotency_key)
         except WriteConflict:
+            self._metrics.conflicts.labels("stale").inc()
             return await self._begin_turn(conversation_id, user_id, content, idempotency_key)
+        except Conflict:
+            self._metrics.conflicts.labels("busy").inc()
+            raise
 
     async def _begin_turn(
         self,
@@ -437,6 +455,7 @@ class ConversationStore:
         idempotency_key: str | None = None,
     ) -> MessagePublic:
         """Append the user's text or a reply, through to SQL, then to the hot history."""
+        started = time.perf_counter()
         try:
             async with self._sessionmaker() as session:
                 stored = await repository.append_message(
@@ -452,6 +471,7 @@ class ConversationStore:
             # the next use re-activates from it.
             self.forget(hot.id)
             raise
+        self._metrics.write.labels(stored.role).observe(time.perf_counter() - started)
         hot.next_seq += 1
         if isinstance(message, str):
             hot.recent.append(ChatMessage("user", message))

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -37,8 +39,9 @@ from chatapp.cache.responses import CacheMode
 from chatapp.chat.ports import ConversationShards, ModelRouter, ReplyRecord, Retriever
 from chatapp.chat.schemas import MessageCreate, MessagePublic, TurnOptions
 from chatapp.config import Settings
-from chatapp.errors import ChatAppError, InvalidRequest, NotFound, ProviderError
+from chatapp.errors import ChatAppError, InvalidRequest, NotFound, ProviderError, RateLimited
 from chatapp.llm.base import ChatMessage, Chunk, Finish, SamplingParams, TextDelta
+from chatapp.observability.metrics import PrometheusInstruments, TurnMetrics
 from chatapp.rag.prompt import grounded_messages, public_sources, select_sources
 from chatapp.rag.schemas import RagMode, RetrievedChunk, SourcePublic
 from chatapp.usage.ledger import UsageRecord
@@ -86,8 +89,10 @@ class ChatService:
         router: ModelRouter,
         retriever: Retriever | None = None,
         usage: UsageMeter | None = None,
+        metrics: TurnMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics or TurnMetrics(PrometheusInstruments())
         self._shards = shards
         self._router = router
         self._retriever = retriever  # None when RAG is disabled
@@ -140,20 +145,32 @@ class ChatService:
         if mode == "off" and knowledge_base is None:
             return []
         query = query[-rag_settings.max_query_chars :]
+        started = time.perf_counter()
+        outcome = "error"
         try:
             hits = await self._retriever.search(query, kb, missing_ok=knowledge_base is None)
+            outcome = "ok"
         except (NotFound, InvalidRequest):
+            outcome = "refused"
             raise
         except ChatAppError as exc:
             logger.warning("retrieval from %s failed, answering without it: %s", kb, exc)
             return []
-        return select_sources(hits, mode=mode, auto_threshold=rag_settings.auto_threshold)
+        finally:
+            self._metrics.retrieval.labels(outcome).observe(time.perf_counter() - started)
+        sources = select_sources(hits, mode=mode, auto_threshold=rag_settings.auto_threshold)
+        self._metrics.retrieval_hits.labels().inc(len(sources))
+        return sources
 
     async def _hold(self, user_id: uuid.UUID, params: SamplingParams) -> Hold | None:
         """A reply slot and the reply's `max_tokens` held (429 when a limit is reached)."""
         if self.usage is None:
             return None
-        return await self.usage.begin(user_id, max_tokens=params.max_tokens)
+        try:
+            return await self.usage.begin(user_id, max_tokens=params.max_tokens)
+        except RateLimited as exc:
+            self._metrics.refusals.labels(exc.limit).inc()
+            raise
 
     def _settle(self, hold: Hold | None, used: UsageRecord | None) -> asyncio.Future[None]:
         """Settle `hold` in its own task, kept referenced until done: awaited shielded, it
@@ -226,6 +243,7 @@ class ChatService:
         cache: CacheMode,
         idempotency_key: str | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
+        began = time.perf_counter()
         params = self.sampling_params(
             max_tokens=options.max_tokens, temperature=options.temperature, whole=not options.stream
         )
@@ -269,6 +287,8 @@ class ChatService:
                 if isinstance(chunk, Finish):
                     finish = chunk
                 else:
+                    if not parts:
+                        self._metrics.ttft.labels("chat").observe(time.perf_counter() - began)
                     parts.append(chunk)
                     yield chunk
         except ChatAppError as exc:
@@ -286,6 +306,7 @@ class ChatService:
             )
             self._storing.add(store)
             store.add_done_callback(self._storing.discard)
+            self._observe("chat", began, used, failure, finish)
             await _close(chunks)
             stored = await asyncio.shield(store)
         if failure is not None:
@@ -296,6 +317,21 @@ class ChatService:
             yield stored
         elif stored is not None:
             yield TurnDone(stored, finish.fallback_from if finish else None)
+
+    def _observe(
+        self,
+        kind: str,
+        began: float,
+        used: UsageRecord | None,
+        failure: ChatAppError | None,
+        finish: Finish | None,
+    ) -> None:
+        """A turn or completion ended: its duration by outcome and its tokens."""
+        outcome = "error" if failure else "complete" if finish else "cancelled"
+        self._metrics.duration.labels(kind, outcome).observe(time.perf_counter() - began)
+        if used is not None:
+            self._metrics.tokens.labels(kind, "prompt").inc(used.prompt_tokens)
+            self._metrics.tokens.labels(kind, "completion").inc(used.completion_tokens)
 
     async def _renew(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         """Renew the turn's lease on its conversation while it runs (every third of it),
@@ -356,6 +392,7 @@ class ChatService:
         questions = [m.content for m in messages if m.role == "user" and m.content.strip()]
         if not questions:
             raise InvalidRequest("messages: at least one non-empty user message is required")
+        began = time.perf_counter()
         hold = await self._hold(user_id, params)
         try:
             last_question = next(m.content for m in reversed(messages) if m.role == "user")
@@ -372,7 +409,8 @@ class ChatService:
         except BaseException:
             await asyncio.shield(self._settle(hold, None))
             raise
-        counted = self._counted(user_id, hold, first, chunks)
+        self._metrics.ttft.labels("completion").observe(time.perf_counter() - began)
+        counted = self._counted(user_id, hold, first, chunks, began)
         # Run it to its first `yield`, inside its `try`: from now on closing it, even
         # before reading a chunk, settles the hold (an unstarted generator's close runs
         # nothing, and the reader may never start).
@@ -380,7 +418,12 @@ class ChatService:
         return CompletionStream(sources, cast(AsyncGenerator[Chunk, None], counted))
 
     async def _counted(
-        self, user_id: uuid.UUID, hold: Hold | None, first: Chunk, rest: AsyncIterator[Chunk]
+        self,
+        user_id: uuid.UUID,
+        hold: Hold | None,
+        first: Chunk,
+        rest: AsyncIterator[Chunk],
+        began: float,
     ) -> AsyncGenerator[Chunk | None, None]:
         """None (when `complete` starts it), then the stream, its usage settled when it
         ends, however it ends; closing it stops the model."""
@@ -392,9 +435,9 @@ class ChatService:
             while True:
                 if isinstance(chunk, Finish):
                     # Settled before the last chunk is handed over: a reader may stop there.
-                    await asyncio.shield(
-                        self._settle(hold, UsageRecord.of_call(user_id, "completion", parts, chunk))
-                    )
+                    used = UsageRecord.of_call(user_id, "completion", parts, chunk)
+                    self._observe("completion", began, used, None, chunk)
+                    await asyncio.shield(self._settle(hold, used))
                     settled = True
                     yield chunk
                     return
@@ -407,9 +450,16 @@ class ChatService:
         finally:
             settling = None
             if not settled:
-                settling = self._settle(
-                    hold, UsageRecord.of_call(user_id, "completion", parts, None)
+                used = UsageRecord.of_call(user_id, "completion", parts, None)
+                failed = sys.exc_info()[1]
+                self._observe(
+                    "completion",
+                    began,
+                    used,
+                    failed if isinstance(failed, ChatAppError) else None,
+                    None,
                 )
+                settling = self._settle(hold, used)
             await _close(rest)
             if settling is not None:
                 await asyncio.shield(settling)

@@ -42,7 +42,7 @@ from chatapp.llm.base import (
 from chatapp.llm.catalog import AUTO, SELF_HOSTED, Catalog, cost_usd
 from chatapp.llm.coalesce import coalesce
 from chatapp.llm.resilience import BreakerOpen, Breakers, RetryPolicy
-from chatapp.metrics import ProviderMetrics
+from chatapp.observability.metrics import ProviderMetrics
 
 logger = logging.getLogger(__name__)
 

@@ -100,6 +100,7 @@ class UsageMeter:
                 f"too many replies at once: at most {self._max_concurrent} per user run at "
                 "the same time; wait for one to finish",
                 retry_after=1.0,
+                limit="concurrent_replies",
             )
         month_key = window_key = None
         try:
@@ -120,6 +121,7 @@ class UsageMeter:
                         f"monthly token budget used up: {held.total} of {self.monthly_tokens} "
                         f"tokens this month; it resets on {resets:%Y-%m-%d} (UTC). Ask an "
                         "administrator to raise USAGE_MONTHLY_TOKEN_BUDGET if you need more.",
+                        limit="monthly_budget",
                         retry_after=(resets - datetime.now(UTC)).total_seconds(),
                     )
             if self._token_limit is not None:
@@ -137,6 +139,7 @@ class UsageMeter:
                         f"too many tokens: the limit is {self._token_limit_text}; retry in "
                         f"{max(1, round(left_s))} s",
                         retry_after=max(1.0, left_s),
+                        limit="tokens_per_minute",
                     )
         except BaseException:
             await self._give_back(user_id, slot, max_tokens, month_key, window_key)

@@ -21,6 +21,7 @@ from deployments.app import build_app
 from tests.conftest import REDIS_URL, register_and_login, run_app
 from tests.fakes.providers import FakeOpenAI, Reply, Status
 from tests.integration.sse import iter_events
+from tests.scrape import scrape_until, value
 
 SELF_HOSTED = "smollm2-135m-instruct"
 
@@ -264,13 +265,15 @@ def test_models_and_metrics(routed: str, headers: dict[str, str]) -> None:
         assert models["gpt-fake"]["owned_by"] == "openai"
         assert models["gpt-fake"]["context_window"] == 16000
         assert SELF_HOSTED in models
-        metrics = client.get("/metrics")
-    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
-    text = metrics.text
-    assert 'chatapp_llm_requests_total{model="gpt-fake",outcome="ok",provider="openai"}' in text
-    assert 'chatapp_llm_fallbacks_total{from_model="gpt-fake",to_model="smollm2' in text
-    assert 'chatapp_llm_cache_total{result="hit"}' in text
-    assert "chatapp_llm_time_to_first_token_seconds_bucket" in text
+        wanted: list[tuple[str, dict[str, str]]] = [
+            ("ray_chatapp_llm_requests_total", {"model": "gpt-fake", "outcome": "ok"}),
+            ("ray_chatapp_llm_fallbacks_total", {"from_model": "gpt-fake", "to_model": "smollm2*"}),
+            ("ray_chatapp_llm_cache_total", {"result": "hit"}),
+            ("ray_chatapp_llm_time_to_first_token_seconds_count", {"deployment": "ChatRouter"}),
+        ]
+        text = scrape_until(client, lambda t: all(value(t, n, **ls) for n, ls in wanted))
+    missing = [(n, ls) for n, ls in wanted if not value(text, n, **ls)]
+    assert not missing, missing
 
 
 def test_the_monthly_budget_is_enforced_with_a_429_that_says_so(apps: str) -> None:

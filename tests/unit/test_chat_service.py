@@ -15,6 +15,7 @@ import pytest
 
 from chatapp.chat import repository
 from chatapp.chat.hot import ConversationStore
+from chatapp.chat.ports import ReplyRecord
 from chatapp.chat.schemas import MessageCreate, RegenerateRequest
 from chatapp.chat.service import ChatService, TurnDone, TurnEvent, TurnFailed, TurnStarted
 from chatapp.config import DatabaseSettings, Settings
@@ -641,3 +642,75 @@ async def test_a_keyed_turn_is_409_while_it_runs_and_answered_on_retry_once_its_
         assert [m.content for m in prompt[1:]] == ["Are you there?"]
     finally:
         await rig.close()
+
+
+async def test_a_turn_is_measured_as_its_user_sees_it(db: DatabaseSettings) -> None:
+    """Time to first token, duration, tokens, retrieval and refusals are recorded per turn."""
+    from chatapp.observability.metrics import PrometheusInstruments, TurnMetrics
+
+    rig = Rig(db, budget=20)
+    instruments = PrometheusInstruments()
+    rig.service = ChatService(
+        settings=SETTINGS,
+        shards=ConversationStore(
+            sessionmaker=rig.sessionmaker, hot_turns=20, max_hot=100, idle_timeout_s=600
+        ),
+        router=build_router(SETTINGS, {"self-hosted": rig.model}),
+        retriever=rig.handbook,
+        usage=rig.usage,
+        metrics=TurnMetrics(instruments),
+    )
+
+    def sample(name: str, **labels: str) -> float:
+        return instruments.registry.get_sample_value(name, labels) or 0.0
+
+    try:
+        user, conv = await rig.conversation()
+        await ask(rig, user, conv, "How much leave?", rag="always")
+        await ask(rig, user, conv, "And more?", rag="off")
+        with pytest.raises(RateLimited):
+            await ask(rig, user, conv, "Third", rag="off")
+        assert sample("chatapp_turn_time_to_first_token_seconds_count", kind="chat") == 2
+        assert sample("chatapp_turn_duration_seconds_count", kind="chat", outcome="complete") == 2
+        assert sample("chatapp_turn_tokens_total", kind="chat", direction="completion") == 8
+        assert sample("chatapp_retrieval_duration_seconds_count", outcome="ok") == 1
+        assert sample("chatapp_retrieval_hits_total") == 1
+        assert sample("chatapp_budget_refusals_total", limit="monthly_budget") == 1
+    finally:
+        await rig.close()
+
+
+async def test_a_shard_counts_its_hot_conversations_writes_and_conflicts(rig: Rig) -> None:
+    from chatapp.observability.metrics import PrometheusInstruments, ShardMetrics
+
+    instruments = PrometheusInstruments()
+    store = ConversationStore(
+        sessionmaker=rig.sessionmaker,
+        hot_turns=20,
+        max_hot=1,
+        idle_timeout_s=600,
+        metrics=ShardMetrics(instruments),
+    )
+
+    def sample(name: str, **labels: str) -> float:
+        return instruments.registry.get_sample_value(name, labels) or 0.0
+
+    user, conv = await rig.conversation()
+    other_user, other = await rig.conversation()
+    await store.begin_turn(conversation_id=conv, user_id=user, content="Hi")
+    with pytest.raises(Conflict):
+        await store.begin_turn(conversation_id=conv, user_id=user, content="Hi again")
+    assert sample("chatapp_shard_hot_conversations") == 1
+    assert sample("chatapp_shard_activations_total") == 1
+    assert sample("chatapp_shard_write_duration_seconds_count", role="user") == 1
+    assert sample("chatapp_shard_conflicts_total", kind="busy") == 1
+    await store.finish_turn(
+        conversation_id=conv,
+        user_id=user,
+        reply=ReplyRecord(content="Hello.", status="complete", finish_reason="stop"),
+    )
+    await store.begin_turn(conversation_id=other, user_id=other_user, content="Hey")
+    # one conversation may stay hot: the idle one was passivated for the new one
+    assert sample("chatapp_shard_hot_conversations") == 1
+    assert sample("chatapp_shard_passivations_total", reason="capacity") == 1
+    assert sample("chatapp_shard_write_duration_seconds_count", role="assistant") == 1

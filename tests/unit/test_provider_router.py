@@ -35,7 +35,7 @@ from chatapp.llm.base import (
 )
 from chatapp.llm.registry import build_providers
 from chatapp.llm.router import ProviderRouter, build_router
-from chatapp.metrics import ProviderMetrics
+from chatapp.observability.metrics import PrometheusInstruments, ProviderMetrics
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI, Reply, Status, refused_url
 from tests.fakes.scripted import Answer, ScriptedProvider
 
@@ -91,7 +91,8 @@ class Rig:
         self.anthropic = ScriptedProvider("anthropic")
         self.local = ScriptedProvider("self-hosted", Answer("local answer"))
         self.sleeps: list[float] = []
-        self.metrics = ProviderMetrics()
+        self.instruments = PrometheusInstruments()
+        self.metrics = ProviderMetrics(self.instruments)
 
         async def sleep(seconds: float) -> None:
             self.sleeps.append(seconds)
@@ -108,7 +109,7 @@ class Rig:
         )
 
     def metric(self, name: str, **labels: str) -> float:
-        value = self.metrics.registry.get_sample_value(name, labels)
+        value = self.instruments.registry.get_sample_value(name, labels)
         return value or 0.0
 
 
@@ -426,8 +427,8 @@ async def test_real_sdks_retry_then_fall_back_across_vendors() -> None:
         )
         providers = build_providers(s.providers)
         providers["self-hosted"] = ScriptedProvider("self-hosted")
-        metrics = ProviderMetrics()
-        router = build_router(s, providers, metrics=metrics)
+        instruments = PrometheusInstruments()
+        router = build_router(s, providers, metrics=ProviderMetrics(instruments))
 
         openai_server.enqueue(Status(503), Reply("Paris, after a retry."))
         text, finish = await run(router)
@@ -443,7 +444,7 @@ async def test_real_sdks_retry_then_fall_back_across_vendors() -> None:
         openai_server.enqueue(Reply("one two three four", cut_after=2))
         text, last = await run(router)
         assert text == "one two " and isinstance(last, ServiceUnavailable)  # a cut stream
-        assert b"chatapp_llm_fallbacks_total" in metrics.text()
+        assert b"chatapp_llm_fallbacks_total" in instruments.text()
         await router.aclose()
     finally:
         openai_server.stop()

@@ -1,0 +1,1 @@
+"""Observability: metrics (and, with them, what ops see of a running ChatApp)."""
