@@ -65,12 +65,20 @@ def unavailable(exc: BaseException) -> bool:
         exc = exc.orig or exc
     if isinstance(exc, sa_exc.TimeoutError | ConnectionError | TimeoutError):
         return True
-    # asyncpg's own: CannotConnectNowError ("the database system is starting up"),
-    # ConnectionDoesNotExistError, ... (not imported: SQLite setups lack asyncpg)
+    # SQLAlchemy's asyncpg adapter raises its own error class (a plain DBAPIError's `orig`)
+    # with the SQLSTATE, asyncpg's error as its cause: connection exceptions (08...) and
+    # operator intervention (57P01 admin shutdown, 57P03 "the database system is starting
+    # up", ...), not 57014 (a statement timeout, a query's own fault)
+    if str(getattr(exc, "sqlstate", None) or "").startswith(("08", "57P")):
+        return True
+    # asyncpg's own: CannotConnectNowError, ConnectionDoesNotExistError, ... (not imported:
+    # SQLite setups lack asyncpg), raised as they are or as the adapter's cause
     return any(
         cls.__module__.startswith("asyncpg")
         and cls.__name__ in ("PostgresConnectionError", "CannotConnectNowError", "InterfaceError")
-        for cls in type(exc).__mro__
+        for error in (exc, exc.__cause__)
+        if error is not None
+        for cls in type(error).__mro__
     )
 
 
