@@ -3,11 +3,11 @@
 A head node and worker nodes (separate raylets, each with its own workers), ChatApp's Serve
 application on them (simulated engine, PostgreSQL, Redis), conversation shards spread over
 the nodes; users chat in a loop (streamed turns) while faults are injected one after
-another. Per fault: requests that failed and how (HTTP status, an SSE ``error`` event's
-code, a stream cut, a connection refused), how many failed HTTP answers carried
-``Retry-After``, the time until every user had a turn answered again, and, at the end,
-acknowledged messages lost and sequence numbers duplicated (both must be 0), read back
-through the API.
+another. Per fault: requests that failed from the fault to the next one (those in flight
+when it hit included) and how (HTTP status, an SSE ``error`` event's code, a stream cut, a
+connection refused), how many failed HTTP answers carried ``Retry-After``, the time until
+every user had a turn answered again, and, at the end, acknowledged messages lost and
+sequence numbers duplicated (both must be 0), read back through the API.
 
 Faults (``--faults``, in order, ``--spacing`` seconds apart, or ``--window FAULT=S`` after
 one): ``node`` removes the worker node holding the most shards (`Cluster.remove_node`: its
@@ -79,6 +79,7 @@ class Turn:
     user_seq: int | None = None
     reply_id: str | None = None
     retry_after: bool | None = None  # a failed HTTP answer: whether it had Retry-After
+    detail: str = ""  # a failure's message: the error body's, the SSE error's, the exception's
 
 
 @dataclass
@@ -89,9 +90,11 @@ class FaultRow:
     failed: int = 0
     recovered_s: float | None = None  # until every user had a turn answered again
     statuses: dict[str, int] = field(default_factory=dict)  # how the failed requests failed
+    in_flight: dict[str, int] = field(default_factory=dict)  # of those, sent before the fault
     # failed HTTP answers (status >= 400) with and without a Retry-After header
     retry_after: dict[str, int] = field(default_factory=dict)
     down_s: float | None = None  # postgres, redis: how long the server was down
+    messages: dict[str, str] = field(default_factory=dict)  # per failure kind, its first message
 
 
 class Users:
@@ -150,24 +153,39 @@ class Users:
                     has_retry_after = "retry-after" in response.headers
                     status = str(response.status_code)
                     return Turn(i, started, time.monotonic(), False, status, None, None,
-                                has_retry_after)  # fmt: skip
+                                has_retry_after, _message(response.text))  # fmt: skip
                 events = list(iter_events(response))
         except httpx.HTTPError as exc:
             kind = f"stream cut ({type(exc).__name__})" if answered else type(exc).__name__
-            return Turn(i, started, time.monotonic(), False, kind)
+            return Turn(i, started, time.monotonic(), False, kind, detail=str(exc))
         last = events[-1] if events else None
         if last is None or last.event != "done":
             if last is None or last.event != "error":
                 return Turn(i, started, time.monotonic(), False, "stream cut (no done event)")
-            code = last.json().get("error", {}).get("code", "?")
-            return Turn(i, started, time.monotonic(), False, f"sse {code}")
+            error = last.json().get("error", {})
+            return Turn(i, started, time.monotonic(), False, f"sse {error.get('code', '?')}",
+                        detail=str(error.get("message", "")))  # fmt: skip
         done = last.json()
         user_seq = next((e.json()["seq"] for e in events if e.event == "start"), None)
         return Turn(i, started, time.monotonic(), True, "done", user_seq, done["message_id"])
 
     def since(self, t: float) -> list[Turn]:
+        """Turns started at `t` or later (and ended)."""
         with self._lock:
             return [turn for turn in self.turns if turn.started >= t]
+
+    def ended_since(self, t: float) -> list[Turn]:
+        """Turns that ended at `t` or later, those in flight at `t` included."""
+        with self._lock:
+            return [turn for turn in self.turns if turn.ended >= t]
+
+
+def _message(body: str) -> str:
+    """An error answer's message: the envelope's, or the start of the body."""
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return body[:200]
 
 
 def live_actors() -> list[dict[str, Any]]:
@@ -288,9 +306,14 @@ def check_history(users: Users) -> dict[str, int]:
 def fault_row(
     fault: str, target: str, at: float, t0: float, down_s: float | None, users: Users, n: int
 ) -> FaultRow:
-    failed = [t for t in users.since(at) if not t.ok]
+    # what failed from the fault to now (the next fault): requests in flight when it hit,
+    # whenever they failed (a stream cut, a timeout), and those sent after it
+    failed = [t for t in users.ended_since(at) if not t.ok]
     http_errors = [t for t in failed if t.retry_after is not None]
     with_header = sum(1 for t in http_errors if t.retry_after)
+    messages: dict[str, str] = {}
+    for t in failed:
+        messages.setdefault(t.status, t.detail[:200])
     return FaultRow(
         fault,
         target,
@@ -298,8 +321,10 @@ def fault_row(
         len(failed),
         recovery(users, at, n),
         dict(Counter(t.status for t in failed).most_common()),
+        dict(Counter(t.status for t in failed if t.started < at).most_common()),
         {"with": with_header, "without": len(http_errors) - with_header},
         None if down_s is None else round(down_s, 1),
+        messages,
     )
 
 
@@ -379,17 +404,23 @@ def report(result: dict[str, Any]) -> None:
         rec, down, ra = row["recovered_s"], row["down_s"], row["retry_after"]
         http_failed = ra["with"] + ra["without"]
         with_header = f"{ra['with']}/{http_failed}" if http_failed else "-"
+        in_flight = row["in_flight"] and f", in flight at the fault: {_statuses(row['in_flight'])}"
         print(
             f"{row['fault']:<9}{row['target'][:43]:<44}{row['at_s']:>6.1f}"
             f"{('-' if down is None else f'{down:.1f}'):>8}{row['failed']:>8}"
             f"{('-' if rec is None else f'{rec:.1f}'):>13}"
             f"{with_header:>13}"
-            f"  {_statuses(row['statuses'])}"
+            f"  {_statuses(row['statuses'])}{in_flight or ''}"
         )
     print(
         "(down s: how long the server was down; recovered s: from the fault until every user"
-        " had a turn answered again; Retry-After: failed HTTP answers that had the header)"
+        " had a turn answered again; Retry-After: failed HTTP answers that had the header;"
+        " failed requests: those that ended after the fault, by HTTP status, SSE error event"
+        " code or exception)"
     )
+    for row in result["faults"]:
+        for kind, message in row["messages"].items():
+            print(f"  {row['fault']}: {kind}: {message[:120]}")
     print(
         f"acknowledged replies: {result['acknowledged']}, lost: {result['lost']}, "
         f"duplicated seqs: {result['duplicated']}"
