@@ -18,7 +18,7 @@ shuts Redis down (``SHUTDOWN NOSAVE``) for ``--redis-down-s`` (5) and starts it 
 empty. For those two the run uses a PostgreSQL / Redis of its own
 (`tests/cluster/stores.py`: ``initdb`` in a temporary directory, a ``redis-server`` on a
 free port), never the machine's shared servers. Runs in its own process (it owns its Ray
-cluster): `tests/cluster/test_multinode.py` runs the short form (``node,redis``), ``make
+cluster): `tests/cluster/test_multinode.py` runs the short form (``redis,node``), ``make
 chaos`` the whole set.
 
     .venv/bin/python -m tests.cluster.scenario \
