@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from chatapp.config.auth import AuthSettings, OidcProvider
 from chatapp.config.base import PLACEHOLDER_SECRETS
 from chatapp.config.models import LLMSettings, ModelEntry, ProviderEndpoint, ProvidersSettings
+from chatapp.config.observability import LogSettings, ReadinessSettings
 from chatapp.config.rag import RagSettings
 from chatapp.config.serving import ChatSettings, ServeSettings, ShardSettings
 from chatapp.config.storage import CacheSettings, DatabaseSettings, RedisSettings, UsageSettings
@@ -27,11 +28,13 @@ __all__ = [
     "ChatSettings",
     "DatabaseSettings",
     "LLMSettings",
+    "LogSettings",
     "ModelEntry",
     "OidcProvider",
     "ProviderEndpoint",
     "ProvidersSettings",
     "RagSettings",
+    "ReadinessSettings",
     "RedisSettings",
     "ServeSettings",
     "Settings",
@@ -64,6 +67,8 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
+    logs: LogSettings = Field(default_factory=LogSettings)
+    readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any] | None = None) -> Settings:

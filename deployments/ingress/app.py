@@ -16,9 +16,13 @@ from chatapp.auth.service import TokenSigner
 from chatapp.chat.service import ChatService
 from chatapp.config import Settings
 from chatapp.db.engine import make_engine, make_sessionmaker
+from chatapp.health import readiness_checker
+from chatapp.logs import REQUEST_ID_HEADER, configure_logging
+from chatapp.overhead import OVERHEAD_HEADER, TimedModelRouter
 from chatapp.ratelimit import RateLimiter
 from chatapp.usage.meter import build_meter
 from deployments.handles import RetrievalHandle, RouterHandle
+from deployments.ingress.access import IdentifyingCredentialCache, RequestLog
 from deployments.ingress.deps import IngressState
 from deployments.ingress.errors import install_error_handlers
 from deployments.ingress.headers import SecurityHeaders
@@ -27,6 +31,7 @@ from deployments.ingress.routes import (
     account,
     auth,
     conversations,
+    health,
     knowledge,
     metrics,
     openai,
@@ -37,20 +42,26 @@ from deployments.ingress.web import mount_web
 logger = logging.getLogger(__name__)
 
 
-def create_api(state: IngressState) -> FastAPI:
-    """The HTTP API over `state`; usable without Serve (state carries the handles)."""
+def create_api(state: IngressState, *, behind_serve: bool = False) -> FastAPI:
+    """The HTTP API over `state`; usable without Serve (state carries the handles).
+    `behind_serve`: Serve's HTTP layer already returns the incoming X-Request-ID."""
     docs = state.settings.api_docs_enabled()  # off in production unless SERVE_DOCS_ENABLED
     api = FastAPI(
         title="ChatApp",
         version="0.1.0",
         description="Self-hostable LLM chat backend on Ray. Errors use the OpenAI envelope "
-        '`{"error": {"message", "type", "param", "code"}}`.',
+        '`{"error": {"message", "type", "param", "code", "request_id"}}`; every answer '
+        "carries `X-Request-ID`.",
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
     api.state.chatapp = state
+    api.state.readiness = readiness_checker(
+        state.settings, models=state.router.models, retriever=state.retrieval
+    )
     install_error_handlers(api)
+    api.include_router(health.router)
     api.include_router(auth.router)
     api.include_router(account.router)
     api.include_router(conversations.router)
@@ -61,10 +72,6 @@ def create_api(state: IngressState) -> FastAPI:
     elif state.settings.serve.metrics_enabled:
         logger.warning("/metrics is off: in production it needs SERVE_METRICS_TOKEN")
     api.include_router(knowledge.router)
-
-    @api.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     mount_web(api)  # last: every API route above takes precedence
     api.add_middleware(BodySizeLimit, max_bytes=state.settings.serve.max_body_bytes)
@@ -80,9 +87,17 @@ def create_api(state: IngressState) -> FastAPI:
                 "Cache-Control",
                 "X-ChatApp-Refresh",
                 "Idempotency-Key",
+                REQUEST_ID_HEADER,
             ],
-            expose_headers=["Retry-After", "Idempotent-Replayed"],
+            expose_headers=[
+                "Retry-After",
+                "Idempotent-Replayed",
+                REQUEST_ID_HEADER,
+                OVERHEAD_HEADER,
+            ],
         )
+    # Outermost: it times and logs the whole request, and adds its id to every answer.
+    api.add_middleware(RequestLog, echoed_upstream=behind_serve)
     return api
 
 
@@ -97,7 +112,7 @@ def build_state(
     retrieval_handle = RetrievalHandle(retrieval) if retrieval is not None else None
     public_url = settings.auth.public_url.rstrip("/")
     limiter = RateLimiter(redis_url=settings.redis.url, key_prefix=settings.redis.key_prefix)
-    return IngressState(
+    state = IngressState(
         settings=settings,
         sessionmaker=sessionmaker,
         shards=shards,
@@ -106,7 +121,7 @@ def build_state(
         chat=ChatService(
             settings=settings,
             shards=shards,
-            router=router_handle,
+            router=TimedModelRouter(router_handle),  # the model's share of /v1 overhead
             retriever=retrieval_handle,
             usage=build_meter(settings, sessionmaker),
         ),
@@ -117,6 +132,9 @@ def build_state(
             for p in settings.auth.oidc_providers
         },
     )
+    # Tells each request's log line who its caller is, at authentication.
+    state.credentials = IdentifyingCredentialCache.from_settings(settings.redis, settings.auth)
+    return state
 
 
 @serve.deployment(name="ChatIngress")
@@ -128,12 +146,13 @@ class ChatIngress:
         router: DeploymentHandle,
         retrieval: DeploymentHandle | None = None,
     ) -> None:
+        configure_logging(settings.logs, environment=settings.environment)
         self._state = build_state(settings, router, retrieval)
         for shard in self._state.shards.all_shards():  # create them now, not on first use
             await shard.ping.remote()
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_api(self._state)
+        return create_api(self._state, behind_serve=True)
 
     async def __del__(self) -> None:
         """Shutting down: write the usage rows still waiting in memory."""

@@ -1,5 +1,8 @@
 """The one place errors become HTTP: status codes and the OpenAI error envelope
-``{"error": {"message", "type", "param", "code"}}`` on every route."""
+``{"error": {"message", "type", "param", "code", "request_id"}}`` on every route.
+
+`request_id` is the request's `X-Request-ID` (`deployments/ingress/access.py`): a user who
+reports an error can quote it, and it finds the request's log lines."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatapp import errors
 from chatapp.db.engine import unavailable as database_unavailable
+from chatapp.logs import current_request, note_error
 from deployments.handles import unwrap
 
 logger = logging.getLogger(__name__)
@@ -45,7 +49,13 @@ def status_of(exc: errors.ChatAppError) -> int:
 def envelope(
     message: str, *, type_: str, code: str | None, param: str | None = None
 ) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    """The OpenAI error object, with the current request's id (noted for its log line)."""
+    error: dict[str, Any] = {"message": message, "type": type_, "param": param, "code": code}
+    request = current_request()
+    if request is not None:
+        error["request_id"] = request.request_id
+        note_error(code)
+    return {"error": error}
 
 
 # PostgreSQL refusing a value it cannot store: the request's fault, whichever route's

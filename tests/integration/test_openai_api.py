@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 
@@ -74,3 +76,29 @@ def test_sdk_errors(sdk: openai.OpenAI) -> None:
         sdk.chat.completions.create(
             model="auto", messages=[{"role": "user", "content": "word " * 3000}]
         )
+
+
+def test_answers_say_how_long_chatapp_itself_took(sdk: openai.OpenAI) -> None:
+    """X-ChatApp-Overhead-Ms: the request's time in ChatApp less its wait on the model,
+    so below what the client waited, on whole and on streamed answers."""
+    ask = dict(
+        model="auto",
+        messages=[{"role": "user", "content": "Name a colour."}],
+        max_tokens=8,
+        extra_headers={"X-ChatApp-Cache": "no"},  # the model answers, not the cache
+    )
+    started = time.perf_counter()
+    whole = sdk.chat.completions.with_raw_response.create(**ask)  # type: ignore[call-overload]
+    waited_ms = (time.perf_counter() - started) * 1000
+    overhead = float(whole.headers["x-chatapp-overhead-ms"])
+    assert 0 <= overhead < waited_ms
+    assert whole.parse().choices[0].message.content
+
+    started = time.perf_counter()
+    with sdk.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
+        stream=True, **ask
+    ) as streamed:
+        first_byte_ms = (time.perf_counter() - started) * 1000  # the headers: first token in
+        overhead = float(streamed.headers["x-chatapp-overhead-ms"])
+        assert 0 <= overhead < first_byte_ms
+        assert any(chunk.choices and chunk.choices[0].delta.content for chunk in streamed.parse())
