@@ -206,3 +206,29 @@ def test_the_ingress_replica_writes_the_line_when_the_stream_ends(
     # the session's app runs in development: readable lines (production writes JSON)
     (line,) = lines
     assert f"[{request_id}] POST /api/conversations/{{conversation_id}}/messages 200" in line
+
+
+async def test_an_unexpected_error_is_a_500_with_the_id_logged_once(captured: io.StringIO) -> None:
+    from fastapi import FastAPI
+
+    from deployments.ingress.access import RequestLog
+    from deployments.ingress.errors import install_error_handlers
+
+    api = FastAPI()
+    install_error_handlers(api)
+
+    @api.get("/boom/{item}")
+    async def boom(item: str) -> None:
+        raise RuntimeError(f"bug while handling {item}")
+
+    api.add_middleware(RequestLog)
+    async with _client(api) as http:
+        response = await http.get("/boom/7", headers={"X-Request-ID": "r-500"})
+    error = expect_error(response, 500)
+    assert error["request_id"] == "r-500" and error["code"] == "internal_error"
+    assert "bug" not in response.text and response.headers["x-request-id"] == "r-500"
+    (traceback,) = [r for r in _lines(captured) if r["message"] == "unhandled error"]
+    assert traceback["request_id"] == "r-500" and "RuntimeError" in traceback["exc_info"]
+    line = _request_line(captured, "r-500")
+    assert line["route"] == "/boom/{item}" and line["status"] == 500
+    assert line["level"] == "WARNING" and line["error"] == "internal_error"
