@@ -43,7 +43,8 @@ class _Child:
         self._tags = tags
 
     def inc(self, amount: float = 1) -> None:
-        self._record(amount, tags=self._tags)
+        if amount:  # Ray's counters refuse 0 (prometheus-client's take it as a no-op)
+            self._record(amount, tags=self._tags)
 
     def observe(self, amount: float) -> None:
         self._record(amount, tags=self._tags)

@@ -18,6 +18,13 @@ from chatapp.config import Settings
 from chatapp.db.engine import make_engine, make_sessionmaker
 from chatapp.health import readiness_checker
 from chatapp.logs import REQUEST_ID_HEADER, configure_logging
+from chatapp.observability.metrics import (
+    AuthMetrics,
+    HttpMetrics,
+    Instruments,
+    PrometheusInstruments,
+    TurnMetrics,
+)
 from chatapp.overhead import OVERHEAD_HEADER, TimedModelRouter
 from chatapp.ratelimit import RateLimiter
 from chatapp.usage.meter import build_meter
@@ -27,6 +34,7 @@ from deployments.ingress.deps import IngressState
 from deployments.ingress.errors import install_error_handlers
 from deployments.ingress.headers import SecurityHeaders
 from deployments.ingress.limits import BodySizeLimit
+from deployments.ingress.measure import MeasureRequests
 from deployments.ingress.routes import (
     account,
     auth,
@@ -38,13 +46,17 @@ from deployments.ingress.routes import (
     usage,
 )
 from deployments.ingress.web import mount_web
+from deployments.observe import RayInstruments
 
 logger = logging.getLogger(__name__)
 
 
-def create_api(state: IngressState, *, behind_serve: bool = False) -> FastAPI:
+def create_api(
+    state: IngressState, *, behind_serve: bool = False, instruments: Instruments | None = None
+) -> FastAPI:
     """The HTTP API over `state`; usable without Serve (state carries the handles).
-    `behind_serve`: Serve's HTTP layer already returns the incoming X-Request-ID."""
+    `behind_serve`: Serve's HTTP layer already returns the incoming X-Request-ID;
+    `instruments`: where requests are measured (a private registry when None)."""
     docs = state.settings.api_docs_enabled()  # off in production unless SERVE_DOCS_ENABLED
     api = FastAPI(
         title="ChatApp",
@@ -96,6 +108,7 @@ def create_api(state: IngressState, *, behind_serve: bool = False) -> FastAPI:
                 OVERHEAD_HEADER,
             ],
         )
+    api.add_middleware(MeasureRequests, metrics=HttpMetrics(instruments or PrometheusInstruments()))
     # Outermost: it times and logs the whole request, and adds its id to every answer.
     api.add_middleware(RequestLog, echoed_upstream=behind_serve)
     return api
@@ -110,6 +123,7 @@ def build_state(
     shards = ShardClient(settings)
     router_handle = RouterHandle(router)
     retrieval_handle = RetrievalHandle(retrieval) if retrieval is not None else None
+    instruments = RayInstruments()
     public_url = settings.auth.public_url.rstrip("/")
     limiter = RateLimiter(redis_url=settings.redis.url, key_prefix=settings.redis.key_prefix)
     state = IngressState(
@@ -124,6 +138,7 @@ def build_state(
             router=TimedModelRouter(router_handle),  # the model's share of /v1 overhead
             retriever=retrieval_handle,
             usage=build_meter(settings, sessionmaker),
+            metrics=TurnMetrics(instruments),
         ),
         signer=TokenSigner.from_settings(settings.auth, secret=settings.secret_key),
         limiter=limiter,
@@ -131,6 +146,7 @@ def build_state(
             p.name: OidcClient(p, redirect_uri=f"{public_url}/api/auth/oidc/{p.name}/callback")
             for p in settings.auth.oidc_providers
         },
+        auth_metrics=AuthMetrics(instruments),
     )
     # Tells each request's log line who its caller is, at authentication.
     state.credentials = IdentifyingCredentialCache.from_settings(settings.redis, settings.auth)
@@ -152,7 +168,7 @@ class ChatIngress:
             await shard.ping.remote()
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_api(self._state, behind_serve=True)
+        return create_api(self._state, behind_serve=True, instruments=RayInstruments())
 
     async def __del__(self) -> None:
         """Shutting down: write the usage rows still waiting in memory."""

@@ -20,6 +20,7 @@ from chatapp.cache.responses import CacheMode
 from chatapp.chat.service import ChatService
 from chatapp.config import Settings
 from chatapp.errors import PermissionDenied
+from chatapp.observability.metrics import AuthMetrics, PrometheusInstruments
 from chatapp.ratelimit import RateLimiter, TrustedProxies
 from deployments.handles import RetrievalHandle, RouterHandle
 
@@ -37,6 +38,8 @@ class IngressState:
     signer: TokenSigner
     limiter: RateLimiter
     oidc: dict[str, OidcClient] = field(default_factory=dict)
+    # logins and 429s (Ray's metrics in Serve; a private registry otherwise)
+    auth_metrics: AuthMetrics = field(default_factory=lambda: AuthMetrics(PrometheusInstruments()))
     credentials: CredentialCache = field(init=False)  # built from `settings`
     proxies: TrustedProxies = field(init=False)
 

@@ -98,7 +98,9 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, errors.RateLimited):
+            request.app.state.chatapp.auth_metrics.rate_limited.labels(exc.limit).inc()
         status, body, headers = error_body(exc)
         return JSONResponse(body, status_code=status, headers=headers)
 

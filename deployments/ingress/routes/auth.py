@@ -130,11 +130,14 @@ async def login(
     instead of returned."""
     limits, email = state.settings.auth, service.normalize_email(username)
     await state.limiter.hit(limits.login_ip_limit, "login-ip", client_ip(request), what="logins")
+    logins = state.auth_metrics.logins
     async with password_attempt(state, email, client_ip(request)):
         user = await service.authenticate(session=session, email=email, password=password)
         if user is None:
+            logins.labels("password", "wrong").inc()
             raise Unauthenticated("wrong email or password")
     tokens = await service.start_session(session=session, signer=state.signer, user=user)
+    logins.labels("password", "ok").inc()
     return _hand_over(tokens, request, response, state, cookie=_wants_cookie(request))
 
 
