@@ -24,7 +24,7 @@ PAGE_CSP = (
 )
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 DOCS_CSP = "frame-ancestors 'none'"
-_API_PREFIXES = ("/api/", "/v1/", "/healthz", "/metrics")
+_API_PREFIXES = ("/api/", "/v1/", "/healthz", "/readyz", "/metrics")
 _DOCS_PREFIXES = ("/docs", "/redoc", "/openapi.json")
 
 

@@ -14,6 +14,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deployments.ingress.errors import envelope
+
 
 class BodySizeLimit:
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -22,14 +24,11 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
-            {
-                "error": {
-                    "message": f"request body is larger than {self.max_bytes} bytes",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "payload_too_large",
-                }
-            }
+            envelope(
+                f"request body is larger than {self.max_bytes} bytes",
+                type_="invalid_request_error",
+                code="payload_too_large",
+            )
         ).encode()
         await send(
             {

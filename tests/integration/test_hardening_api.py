@@ -34,7 +34,10 @@ def test_an_oversized_chunked_body_is_413(client: httpx.Client) -> None:
     response = client.post(
         "/api/conversations", content=chunks(), headers={"content-type": "application/json"}
     )
-    assert expect_error(response, 413)["code"] == "payload_too_large"
+    error = expect_error(response, 413)
+    assert error["code"] == "payload_too_large"
+    # the user's report can be found in the logs: the body quotes the request's id
+    assert error["request_id"] == response.headers["x-request-id"]
     assert client.get("/api/conversations").json() == before
 
     def small() -> Iterator[bytes]:  # a chunked body under the limit still works
