@@ -17,6 +17,7 @@ from chatapp.llm.base import ChatMessage, ChatProvider, Chunk, SamplingParams
 from chatapp.llm.catalog import SELF_HOSTED
 from chatapp.llm.registry import build_providers
 from chatapp.llm.router import build_router
+from chatapp.logs import configure_logging
 from chatapp.observability.metrics import ProviderMetrics
 from deployments.handles import StreamError, from_wire, pickled, to_wire
 from deployments.observe import RayInstruments
@@ -45,6 +46,8 @@ class SelfHostedProvider(ChatProvider):
 @serve.deployment(name="ChatRouter")
 class ChatRouter:
     def __init__(self, self_hosted: DeploymentHandle, settings: Settings) -> None:
+        # ChatApp's log lines (provider failures, fallbacks) as the ingress writes them
+        configure_logging(settings.logs, environment=settings.environment)
         providers = build_providers(settings.providers)
         providers[SELF_HOSTED] = SelfHostedProvider(self_hosted)
         # Streams leave this replica through Ray: external providers' token-by-token
