@@ -68,6 +68,10 @@ class PayloadTooLarge(ChatAppError):
 class Conflict(ChatAppError):
     code = "conflict"
 
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # when it is worth trying again (a turn's lease)
+
 
 class WriteConflict(Conflict):
     """Another writer already stored this message's place: the writer's copy of the

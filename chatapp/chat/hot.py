@@ -258,7 +258,8 @@ class ConversationStore:
             if hot.turn_renewed is not None and now - hot.turn_renewed < self._turn_lease_s:
                 raise Conflict(
                     "a reply is still being generated in this conversation; wait for it or "
-                    "stop it before sending another message"
+                    "stop it before sending another message",
+                    retry_after=self._lease_left(hot, now),
                 )
             rewrite, hot.rewrite = hot.rewrite, None
             if rewrite is not None and now - rewrite.at < _REWRITE_TTL_S:
@@ -294,7 +295,8 @@ class ConversationStore:
         if hot.turn_renewed is not None and now - hot.turn_renewed < self._turn_lease_s:
             raise Conflict(
                 "the message sent with this Idempotency-Key is still being answered; retry "
-                "once its reply is done"
+                "once its reply is done",
+                retry_after=self._lease_left(hot, now),
             )
         if asked.seq != hot.next_seq - 1:
             raise Conflict(
@@ -392,12 +394,18 @@ class ConversationStore:
             hot.rewrite = PendingRewrite(message.seq, message.content, self._clock())
             return message.content
 
+    def _lease_left(self, hot: HotConversation, now: float) -> float:
+        """Seconds until the running turn's lease runs out unless renewed (a client's
+        Retry-After: a live turn renews it, a dead one's conversation is free then)."""
+        return max(1.0, (hot.turn_renewed or now) + self._turn_lease_s - now)
+
     def _check_idle(self, hot: HotConversation) -> None:
-        started = hot.turn_renewed
-        if started is not None and self._clock() - started < self._turn_lease_s:
+        started, now = hot.turn_renewed, self._clock()
+        if started is not None and now - started < self._turn_lease_s:
             raise Conflict(
                 "a reply is still being generated in this conversation; wait for it or "
-                "stop it before changing the history"
+                "stop it before changing the history",
+                retry_after=self._lease_left(hot, now),
             )
 
     async def _begin_rewritten(

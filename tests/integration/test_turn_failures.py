@@ -17,7 +17,7 @@ from ray import serve
 from actors.client import kill_shards
 from chatapp.config import Settings
 from deployments.app import build_app
-from tests.conftest import run_app
+from tests.conftest import expect_error, run_app
 from tests.integration.sse import iter_events
 
 
@@ -166,3 +166,21 @@ def test_streaming_replies_hold_no_database_connection(
                     first_streaming = database_now(pg_url)
             # six replies are streaming now; none holds a transaction from before the first token
             assert idle_in_transaction_since(pg_url, first_streaming) == 0
+
+
+def test_a_second_message_while_a_reply_streams_is_409_with_retry_after(
+    sim_apps: str, auth_headers: dict[str, str]
+) -> None:
+    """The conversation is held by the running turn's lease: the refusal says when to try
+    again (a live turn renews its lease; a dead replica's turn frees it by then)."""
+    with httpx.Client(base_url=sim_apps, timeout=60, headers=auth_headers) as client:
+        conv = client.post("/slow/api/conversations", json={}).json()["id"]
+        url = f"/slow/api/conversations/{conv}/messages"
+        with client.stream("POST", url, json={"content": "tell me more"}) as response:
+            events = iter_events(response)  # kept: dropping it would close the stream
+            while next(events).event != "token":
+                pass
+            second = client.post(url, json={"content": "and this?"})
+            error = expect_error(second, 409)
+            assert "still being generated" in error["message"]
+            assert 1 <= int(second.headers["retry-after"]) <= 10  # SHARDS_TURN_LEASE_S

@@ -625,9 +625,11 @@ async def test_a_keyed_turn_is_409_while_it_runs_and_answered_on_retry_once_its_
         turn = await service.post_message(
             user_id=user, conversation_id=conv, body=body, idempotency_key="r"
         )
-        with pytest.raises(Conflict, match="still being answered"):
+        clock.now += 4
+        with pytest.raises(Conflict, match="still being answered") as refused:
             await anext(turn)
-        clock.now += 11  # the lease ran out
+        assert refused.value.retry_after == 6  # when the dead turn's lease runs out
+        clock.now += 7  # the lease ran out
         turn = await service.post_message(
             user_id=user, conversation_id=conv, body=body, idempotency_key="r"
         )
