@@ -1,10 +1,13 @@
 """Serve autoscaling options of every ChatApp deployment, from settings: one shape for the
 ingress, the router, the self-hosted LLM and retrieval.
 
-Serve scales a deployment on its in-flight requests per replica: above
-`target_ongoing_requests` for `SERVE_UPSCALE_DELAY_S` it adds replicas (up to
-`max_replicas`), below it for `SERVE_DOWNSCALE_DELAY_S` it removes them (down to
-`min_replicas`). How each default target was chosen is in docs/capacity.md.
+Serve scales a deployment on its in-flight requests per replica, averaged over
+`SERVE_AUTOSCALING_LOOK_BACK_PERIOD_S` from reports sent every
+`SERVE_AUTOSCALING_METRICS_INTERVAL_S` (by the replicas, and by the callers' handles for
+queued requests): above `target_ongoing_requests` for `SERVE_UPSCALE_DELAY_S` it adds
+replicas (up to `max_replicas`), below it for `SERVE_DOWNSCALE_DELAY_S` it removes them
+(down to `min_replicas`). How each default target was chosen is in docs/capacity.md;
+tests/cluster/test_autoscaling.py shows a load step scaling every deployment up and down.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ def autoscaling(
         "target_ongoing_requests": target,
         "upscale_delay_s": serve.upscale_delay_s,
         "downscale_delay_s": serve.downscale_delay_s,
+        "look_back_period_s": serve.autoscaling_look_back_period_s,
+        # deprecated by Serve in favour of environment variables it does not read yet (2.60)
+        "metrics_interval_s": serve.autoscaling_metrics_interval_s,
     }
 
 

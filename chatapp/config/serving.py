@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings
 
 from chatapp.config.base import DEFAULT_SYSTEM_PROMPT, section
@@ -70,6 +70,19 @@ class ServeSettings(BaseSettings):
     downscale_delay_s: float = Field(
         300.0, ge=0, description="Autoscaling: load below target this long removes replicas."
     )
+    autoscaling_look_back_period_s: float = Field(
+        30.0,
+        gt=0,
+        description="Autoscaling: in-flight requests are averaged over this window (Serve's "
+        "look_back_period_s); shorter reacts sooner to a load step, longer rides out bursts.",
+    )
+    autoscaling_metrics_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="Autoscaling: how often replicas and callers report their in-flight "
+        "requests to Serve's controller (Serve's metrics_interval_s); below the look-back "
+        "period.",
+    )
     ingress_max_ongoing_requests: int = Field(
         512, ge=1, description="Requests per ingress replica (I/O-bound)."
     )
@@ -97,6 +110,15 @@ class ServeSettings(BaseSettings):
         description="When set, GET /metrics wants `Authorization: Bearer <token>` (Prometheus' "
         "bearer auth). In production /metrics is served only when this is set.",
     )
+
+    @model_validator(mode="after")
+    def _look_back_spans_reports(self) -> ServeSettings:
+        if self.autoscaling_look_back_period_s <= self.autoscaling_metrics_interval_s:
+            raise ValueError(
+                "SERVE_AUTOSCALING_LOOK_BACK_PERIOD_S must be longer than "
+                "SERVE_AUTOSCALING_METRICS_INTERVAL_S (the window averages several reports)"
+            )
+        return self
 
 
 class ChatSettings(BaseSettings):

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
 from ray.serve import Application
 
-from chatapp.config import Settings
+from chatapp.config import ServeSettings, Settings
 from deployments.app import compose
 
 
@@ -37,6 +39,8 @@ def test_every_deployment_autoscales_between_its_settings() -> None:
                 "router_max_replicas": 4,
                 "upscale_delay_s": 5,
                 "downscale_delay_s": 120,
+                "autoscaling_look_back_period_s": 12,
+                "autoscaling_metrics_interval_s": 3,
             },
             "rag": {"enabled": True, "min_replicas": 0, "max_replicas": 3},
         }
@@ -53,6 +57,18 @@ def test_every_deployment_autoscales_between_its_settings() -> None:
     assert (retrieval.min_replicas, retrieval.initial_replicas, retrieval.max_replicas) == (0, 1, 3)
     for config in scaling.values():
         assert (config.upscale_delay_s, config.downscale_delay_s) == (5, 120)
+        assert (config.look_back_period_s, config.metrics_interval_s) == (12, 3)
+
+
+def test_defaults_keep_serves_own_load_window() -> None:
+    scaling = deployments(compose(Settings.from_overrides({})))
+    for config in scaling.values():
+        assert (config.look_back_period_s, config.metrics_interval_s) == (30, 10)
+
+
+def test_the_look_back_window_must_span_several_reports() -> None:
+    with pytest.raises(ValidationError, match="LOOK_BACK_PERIOD_S"):
+        ServeSettings(autoscaling_look_back_period_s=5, autoscaling_metrics_interval_s=5)
 
 
 def test_the_llm_target_follows_the_engine_unless_set() -> None:
