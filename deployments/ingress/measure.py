@@ -14,6 +14,9 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatapp.observability.metrics import HttpMetrics
+from deployments.ingress.access import route_template
+
+_GAUGE_EVERY_S = 0.5
 
 
 class MeasureRequests:
@@ -22,6 +25,7 @@ class MeasureRequests:
         self._metrics = metrics
         self._in_flight = 0
         self._streams = 0
+        self._gauged_at = 0.0  # when the gauges were last set
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -31,7 +35,6 @@ class MeasureRequests:
         status = 500  # unless a response starts: an exception the app did not answer
         streaming = False
         self._in_flight += 1
-        self._metrics.in_flight.labels().set(self._in_flight)
 
         async def measured(message: Message) -> None:
             nonlocal status, streaming
@@ -41,20 +44,23 @@ class MeasureRequests:
                     if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
                         streaming = True
                         self._streams += 1
-                        self._metrics.streams.labels().set(self._streams)
             await send(message)
 
         try:
             await self.app(scope, receive, measured)
         finally:
+            ended = time.perf_counter()
             self._in_flight -= 1
-            self._metrics.in_flight.labels().set(self._in_flight)
             if streaming:
                 self._streams -= 1
+            if ended - self._gauged_at >= _GAUGE_EVERY_S or self._in_flight == 0:
+                # Sampled under load, not set on every change: each record is a call into
+                # Ray's metrics (~6 us), and the agent reports gauges once an interval
+                # anyway; set whenever the replica goes idle, so an idle one reads 0.
+                self._gauged_at = ended
+                self._metrics.in_flight.labels().set(self._in_flight)
                 self._metrics.streams.labels().set(self._streams)
-            route = scope.get("route")
-            template = getattr(route, "path", None)
-            name = (template or "/") if route is not None else "unmatched"
+            name = route_template(scope) or "unmatched"
             method = scope["method"]
             self._metrics.requests.labels(name, method, str(status)).inc()
-            self._metrics.duration.labels(name, method).observe(time.perf_counter() - started)
+            self._metrics.duration.labels(name, method).observe(ended - started)
