@@ -1,20 +1,44 @@
-"""The KubeRay manifest is valid against the RayService CRD and serves serve_config.yaml."""
+"""The KubeRay manifests (the RayService and the index RayJob) are valid against KubeRay's
+CRDs and agree with the application: serve_config.yaml, the settings they set, the index
+pipeline's command line, the probes' endpoints."""
 
 from __future__ import annotations
 
+import functools
+import shlex
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+# the CRDs kept with the manifests, and KubeRay's own beside this checkout when present
+CRD_DIRS = [d for d in (ROOT / "cluster/crds", ROOT.parent / "shared/kuberay-crds") if d.is_dir()]
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are megabytes of YAML
 
 
-def _schema() -> dict[str, Any]:
-    crd = yaml.safe_load((ROOT / "cluster/crds/ray.io_rayservices.yaml").read_text())
+@functools.cache
+def _schema(kind: str = "rayservices", crds: Path = ROOT / "cluster/crds") -> dict[str, Any]:
+    crd = yaml.load((crds / f"ray.io_{kind}.yaml").read_text(), Loader=Loader)
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
     return version["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+
+
+def _load(name: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / name).read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("manifest", "kind"),
+    [("cluster/rayservice.yaml", "rayservices"), ("cluster/rayjob-index.yaml", "rayjobs")],
+)
+@pytest.mark.parametrize("crds", CRD_DIRS, ids=lambda d: d.parent.name + "/" + d.name)
+def test_manifests_are_valid_against_kuberays_crds(manifest: str, kind: str, crds: Path) -> None:
+    if not (crds / f"ray.io_{kind}.yaml").exists():
+        pytest.skip(f"no {kind} CRD in {crds}")
+    jsonschema.validate(_load(manifest), _schema(kind, crds))
 
 
 def test_rayservice_is_valid_and_embeds_serve_config() -> None:
@@ -157,3 +181,158 @@ def test_the_images_are_ray_of_the_pinned_version_with_every_package() -> None:
         for package in packages:
             assert f"COPY --chown=ray:users {package} ./{package}" in text, (name, package)
         assert install in text, name
+
+
+# -- probes ------------------------------------------------------------------------------
+
+RAY_NODE_HEALTH = {"path": "/api/healthz", "port": 52365}  # the dashboard agent (Ray >= 2.53)
+
+
+def _containers(rayservice: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(group, Ray container) of the head and every worker group."""
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    groups = [("head", cluster["headGroupSpec"])]
+    groups += [(g["groupName"], g) for g in cluster["workerGroupSpecs"]]
+    for _, group in groups:  # the agent's port moved would need the probes to follow
+        assert "dashboard-agent-listen-port" not in group.get("rayStartParams", {})
+    return [(name, g["template"]["spec"]["containers"][0]) for name, g in groups]
+
+
+def test_probes_keep_kuberays_ray_checks_and_add_the_apps_healthz_on_workers() -> None:
+    from deployments.ingress.routes.health import router
+
+    assert "/healthz" in {route.path for route in router.routes}  # type: ignore[attr-defined]
+    rayservice = _load("cluster/rayservice.yaml")
+    for group, container in _containers(rayservice):
+        # KubeRay injects its probes only where none is set: each one here is complete
+        readiness, liveness = container["readinessProbe"], container["livenessProbe"]
+        # liveness restarts a wedged Ray node, never an app failure (nor a node without
+        # replicas, which has no Serve proxy to answer on port 8000)
+        assert liveness["httpGet"] == RAY_NODE_HEALTH, group
+        assert liveness["failureThreshold"] * liveness["periodSeconds"] >= 300, group
+        if group == "head":
+            # KubeRay deploys the app only once the head is Ready: never wait for the app
+            assert readiness["httpGet"] == RAY_NODE_HEALTH
+            continue
+        script = readiness["exec"]["command"][-1]
+        urls = [word for word in shlex.split(script) if word.startswith("http://")]
+        assert urls == [
+            "http://localhost:52365/api/healthz",  # the Ray node (KubeRay's check)
+            "http://localhost:8000/-/healthz",  # Serve's proxy here, 503 while draining
+            "http://localhost:8000/healthz",  # ChatApp answers through this pod's port
+        ], group
+        assert script.count("&&") == len(urls) - 1, group  # every check must pass
+        assert readiness["failureThreshold"] == 1, group  # out of the service at once
+        wget_timeouts = 2 * len(urls)
+        assert readiness["timeoutSeconds"] >= wget_timeouts, group
+        serve_port = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        assert serve_port.get("serve", 8000) == 8000, group
+
+
+def test_a_probe_on_a_missing_port_is_caught() -> None:
+    rayservice = _load("cluster/rayservice.yaml")
+    probe = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+        "containers"
+    ][0]["livenessProbe"]
+    probe["httpGet"] = {"path": "/api/healthz"}  # no port
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(rayservice, _schema())
+
+
+# -- the index RayJob -------------------------------------------------------------------
+
+
+def _job_env(rayjob: dict[str, Any]) -> dict[str, str]:
+    runtime_env = yaml.safe_load(rayjob["spec"]["runtimeEnvYAML"])
+    return {k: str(v) for k, v in runtime_env["env_vars"].items()}
+
+
+def test_the_index_job_runs_the_pipelines_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from pipelines import build_index
+
+    rayjob = _load("cluster/rayjob-index.yaml")
+    argv = shlex.split(rayjob["spec"]["entrypoint"])
+    assert argv[:3] == ["python", "-m", "pipelines.build_index"]
+    calls: list[dict[str, Any]] = []
+
+    def record(sources: list[str], **kwargs: Any) -> Any:
+        calls.append({"sources": sources, **kwargs})
+        return build_index.BuildReport("kb", 1, False, 0, [], [], [], 0, 0, "flat", 0.0)
+
+    # the job's command line through the pipeline's own parser, without Ray or a build
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(build_index, "build_index", record)
+    for name, value in _job_env(rayjob).items():
+        monkeypatch.setenv(name, value)
+    assert build_index.main(argv[3:]) == 0
+    (call,) = calls
+    assert call["sources"] and call["kb"]
+    rag = call["rag"]
+    assert str(rag.index_dir) == "/mnt/indexes"
+    assert rag.embed_num_gpus >= 1  # embeddings on the GPUs
+
+
+def test_the_index_job_embeds_on_the_gpu_group_and_writes_where_retrieval_reads() -> None:
+    from chatapp.config import RagSettings
+
+    rayjob, rayservice = _load("cluster/rayjob-index.yaml"), _load("cluster/rayservice.yaml")
+    spec = rayjob["spec"]
+    env = _job_env(rayjob)
+    unknown = {k for k in env if k.startswith("RAG_")} - {
+        f"RAG_{f.upper()}" for f in RagSettings.model_fields
+    }
+    assert not unknown, f"not RagSettings fields: {unknown}"
+    # the cluster is the job's own, gone when it ends; a failed build is not retried
+    assert spec["shutdownAfterJobFinishes"] is True and spec["backoffLimit"] == 0
+    cluster = spec["rayClusterSpec"]
+    service_cluster = rayservice["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == service_cluster["rayVersion"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # work on workers
+    (gpu,) = cluster["workerGroupSpecs"]
+    service_gpu = next(g for g in service_cluster["workerGroupSpecs"] if g["groupName"] == "gpu")
+    container = gpu["template"]["spec"]["containers"][0]
+    # the GPU image the RayService names (Dockerfile.gpu), on every pod of the job
+    image = service_gpu["template"]["spec"]["containers"][0]["image"]
+    pods = [cluster["headGroupSpec"], gpu]
+    assert {p["template"]["spec"]["containers"][0]["image"] for p in pods} == {image}
+    gpus_per_pod = int(container["resources"]["limits"]["nvidia.com/gpu"])
+    wanted = int(env["RAG_EMBED_CONCURRENCY"]) * float(env["RAG_EMBED_NUM_GPUS"])
+    assert gpus_per_pod >= 1 and gpu["replicas"] * gpus_per_pod >= wanted
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu[
+        "template"
+    ]["spec"]["tolerations"]
+
+    # the driver (on the head) writes to the volume the RayService's pods read
+    claim = _load("cluster/indexes-pvc.yaml")
+    assert (
+        claim["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in claim["spec"]["accessModes"]
+    )
+
+    def mounts_claim(template: dict[str, Any], path: str) -> bool:
+        volumes = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in template["spec"].get("volumes", [])
+            if "persistentVolumeClaim" in v
+        }
+        mounts = template["spec"]["containers"][0].get("volumeMounts", [])
+        return any(
+            m["mountPath"] == path and volumes.get(m["name"]) == claim["metadata"]["name"]
+            for m in mounts
+        )
+
+    # every pod of the job, the submitter included, is one NetworkPolicy lets reach the
+    # head's dashboard (the submitter runs `ray job submit` against it)
+    policy = _load("cluster/networkpolicy.yaml")
+    for template in [*(p["template"] for p in pods), spec["submitterPodTemplate"]]:
+        assert _selects(policy["spec"]["podSelector"], template["metadata"]["labels"])
+
+    index_dir = env["RAG_INDEX_DIR"]
+    assert mounts_claim(cluster["headGroupSpec"]["template"], index_dir)
+    for template in _pod_templates(rayservice):
+        assert mounts_claim(template, index_dir), template["spec"]["containers"][0]["name"]
+        container_env = {
+            e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]
+        }
+        assert container_env["RAG_INDEX_DIR"] == index_dir
