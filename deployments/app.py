@@ -22,17 +22,21 @@ from deployments.scaling import ingress_autoscaling, llm_autoscaling, router_aut
 def compose(settings: Settings) -> Application:
     """Bind the deployments for `settings` (no side effects)."""
     logging_config = {"enable_access_log": settings.serve.access_log}
+    # a replica removed by downscaling lets its streams finish (a killed one cannot)
+    shutdown = {"graceful_shutdown_timeout_s": settings.serve.graceful_shutdown_timeout_s}
     llm = SelfHostedLLM.options(  # type: ignore[attr-defined]
         autoscaling_config=llm_autoscaling(settings.llm, settings.serve),
         max_ongoing_requests=settings.llm.max_ongoing_requests,
         ray_actor_options={"num_cpus": settings.llm.num_cpus, "num_gpus": settings.llm.num_gpus},
         logging_config=logging_config,
+        **shutdown,
     ).bind(settings.llm, settings.serve)
     router = ChatRouter.options(  # type: ignore[attr-defined]
         autoscaling_config=router_autoscaling(settings.serve),
         max_ongoing_requests=settings.serve.router_max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
         logging_config=logging_config,
+        **shutdown,
     ).bind(llm, settings)
     retrieval = None
     if settings.rag.enabled:
@@ -52,6 +56,7 @@ def compose(settings: Settings) -> Application:
             "runtime_env": {"env_vars": {"FORWARDED_ALLOW_IPS": ""}},
         },
         logging_config=logging_config,
+        **shutdown,
     ).bind(settings, router, retrieval)
 
 

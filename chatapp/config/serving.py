@@ -70,6 +70,13 @@ class ServeSettings(BaseSettings):
     downscale_delay_s: float = Field(
         300.0, ge=0, description="Autoscaling: load below target this long removes replicas."
     )
+    graceful_shutdown_timeout_s: float = Field(
+        300.0,
+        ge=0,
+        description="A replica being removed (downscaling, a redeploy, a drained node) stops "
+        "taking requests and lets its streams run this long before it is stopped: at least "
+        "the longest answer (PROVIDERS_TOTAL_TIMEOUT_S), so no reply is cut.",
+    )
     autoscaling_look_back_period_s: float = Field(
         30.0,
         gt=0,

@@ -80,3 +80,27 @@ def test_the_llm_target_follows_the_engine_unless_set() -> None:
     assert target({"engine": "vllm"}) == 32
     assert target({"engine": "simulated"}) == 64
     assert target({"engine": "llamacpp", "target_ongoing_requests": 5}) == 5
+
+
+def test_a_replica_removed_by_downscaling_lets_its_streams_finish() -> None:
+    """Downscaling must not cut replies: the ingress, router and model replicas wait for
+    their streams as long as the longest answer may take."""
+    settings = Settings.from_overrides({"serve": {"graceful_shutdown_timeout_s": 240}})
+    waits: dict[str, float] = {}
+
+    def walk(node: Application) -> None:
+        bound = node._bound_deployment
+        waits[bound.name] = bound._deployment_config.graceful_shutdown_timeout_s
+        for arg in bound.init_args:
+            if isinstance(arg, Application):
+                walk(arg)
+
+    walk(compose(settings))
+    assert {n: waits[n] for n in ("ChatIngress", "ChatRouter", "SelfHostedLLM")} == {
+        "ChatIngress": 240,
+        "ChatRouter": 240,
+        "SelfHostedLLM": 240,
+    }
+    assert Settings.from_overrides({}).serve.graceful_shutdown_timeout_s >= (
+        Settings.from_overrides({}).providers.total_timeout_s
+    )
