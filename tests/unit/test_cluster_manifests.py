@@ -336,3 +336,14 @@ def test_the_index_job_embeds_on_the_gpu_group_and_writes_where_retrieval_reads(
             e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]
         }
         assert container_env["RAG_INDEX_DIR"] == index_dir
+
+
+def test_pods_wait_for_their_replicas_to_finish_streaming() -> None:
+    """A drained pod's replicas let their streams finish (SERVE_GRACEFUL_SHUTDOWN_TIMEOUT_S):
+    Kubernetes must not kill the pod before."""
+    from chatapp.config import Settings
+
+    wait = Settings.from_overrides({}).serve.graceful_shutdown_timeout_s
+    rayservice = yaml.safe_load((ROOT / "cluster/rayservice.yaml").read_text())
+    for template in _pod_templates(rayservice):
+        assert template["spec"]["terminationGracePeriodSeconds"] > wait
