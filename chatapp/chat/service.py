@@ -41,6 +41,8 @@ from chatapp.chat.schemas import MessageCreate, MessagePublic, TurnOptions
 from chatapp.config import Settings
 from chatapp.errors import ChatAppError, InvalidRequest, NotFound, ProviderError, RateLimited
 from chatapp.llm.base import ChatMessage, Chunk, Finish, SamplingParams, TextDelta
+from chatapp.llm.catalog import AUTO
+from chatapp.observability import tracing
 from chatapp.observability.metrics import PrometheusInstruments, TurnMetrics
 from chatapp.rag.prompt import grounded_messages, public_sources, select_sources
 from chatapp.rag.schemas import RagMode, RetrievedChunk, SourcePublic
@@ -148,7 +150,9 @@ class ChatService:
         started = time.perf_counter()
         outcome = "error"
         try:
-            hits = await self._retriever.search(query, kb, missing_ok=knowledge_base is None)
+            with tracing.span("chat.retrieve", {"chatapp.knowledge_base": kb}) as span:
+                hits = await self._retriever.search(query, kb, missing_ok=knowledge_base is None)
+                span.set_attribute("chatapp.retrieval.hits", len(hits))
             outcome = "ok"
         except (NotFound, InvalidRequest):
             outcome = "refused"
@@ -234,7 +238,7 @@ class ChatService:
         copy)."""
         await self._shards.delete(conversation_id=conversation_id, user_id=user_id)
 
-    async def _turn(
+    def _turn(
         self,
         user_id: uuid.UUID,
         conversation_id: uuid.UUID,
@@ -242,6 +246,31 @@ class ChatService:
         options: TurnOptions,
         cache: CacheMode,
         idempotency_key: str | None = None,
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """The turn's events, traced as one `chat.turn` span whose children are its parts
+        (`chatapp.observability.tracing` draws the tree)."""
+        span = tracing.start_span(
+            "chat.turn",
+            {
+                "chatapp.conversation_id": str(conversation_id),
+                "user.id": str(user_id),
+                tracing.MODEL: options.model or AUTO,
+                "chatapp.stream": options.stream,
+            },
+        )
+        events = self._turn_events(
+            user_id, conversation_id, content, options, cache, idempotency_key
+        )
+        return tracing.stepped(span, events)
+
+    async def _turn_events(
+        self,
+        user_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        content: str,
+        options: TurnOptions,
+        cache: CacheMode,
+        idempotency_key: str | None,
     ) -> AsyncGenerator[TurnEvent, None]:
         began = time.perf_counter()
         params = self.sampling_params(
@@ -253,16 +282,18 @@ class ChatService:
             grounding = await self.ground(
                 content, knowledge_base=options.knowledge_base_id, rag=options.rag
             )
-            start = await self._shards.begin_turn(
-                conversation_id=conversation_id,
-                user_id=user_id,
-                content=content,
-                idempotency_key=idempotency_key,
-            )
+            with tracing.span("chat.begin_turn"):
+                start = await self._shards.begin_turn(
+                    conversation_id=conversation_id,
+                    user_id=user_id,
+                    content=content,
+                    idempotency_key=idempotency_key,
+                )
         except BaseException:
             await asyncio.shield(self._settle(hold, None))
             raise
         if start.replay is not None:
+            tracing.current_span().set_attribute("chatapp.replayed", True)
             await asyncio.shield(self._settle(hold, None))
             yield TurnStarted(start.user_message, replayed=True)
             if start.replay.content:
@@ -277,9 +308,7 @@ class ChatService:
         parts: list[TextDelta] = []
         finish: Finish | None = None
         failure: ChatAppError | None = None
-        chunks = self._router.stream(
-            messages, params, model=options.model, user=str(user_id), cache=cache
-        )
+        chunks = self._model_stream(messages, params, options.model, user_id, cache)
         renewing = asyncio.ensure_future(self._renew(conversation_id, user_id))
         try:
             yield TurnStarted(start.user_message)  # closed here: the turn is undone
@@ -332,6 +361,33 @@ class ChatService:
         if used is not None:
             self._metrics.tokens.labels(kind, "prompt").inc(used.prompt_tokens)
             self._metrics.tokens.labels(kind, "completion").inc(used.completion_tokens)
+        span = tracing.current_span()  # the turn's or the completion's
+        if span.is_recording():
+            span.set_attribute(tracing.OUTCOME, outcome)
+            if failure is not None:
+                tracing.fail(span, failure)
+            if finish is not None:
+                tracing.finished(span, finish)
+            elif used is not None:
+                span.set_attribute(tracing.OUTPUT_TOKENS, used.completion_tokens)
+
+    def _model_stream(
+        self,
+        messages: list[ChatMessage],
+        params: SamplingParams,
+        model: str | None,
+        user_id: uuid.UUID,
+        cache: CacheMode,
+    ) -> AsyncIterator[Chunk]:
+        """The router's stream of the answer, traced as `chat.generate`."""
+        span = tracing.start_span(
+            "chat.generate", {tracing.MODEL: model or AUTO, tracing.MAX_TOKENS: params.max_tokens}
+        )
+        with tracing.current(span):  # the router's own spans, or its Ray call's, under it
+            chunks = self._router.stream(
+                messages, params, model=model, user=str(user_id), cache=cache
+            )
+        return tracing.stepped(span, chunks)
 
     async def _renew(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         """Renew the turn's lease on its conversation while it runs (every third of it),
@@ -357,16 +413,18 @@ class ChatService:
         if reply is None:
             # Nothing was generated: undo the turn so a rejected request stores nothing.
             try:
-                await self._shards.abort_turn(
-                    conversation_id=conversation_id, user_id=user_id, user_seq=user_seq
-                )
+                with tracing.span("chat.abort_turn"):
+                    await self._shards.abort_turn(
+                        conversation_id=conversation_id, user_id=user_id, user_seq=user_seq
+                    )
             except ChatAppError as exc:
                 logger.warning("turn of conversation %s not undone: %s", conversation_id, exc)
             return None
         try:
-            message = await self._shards.finish_turn(
-                conversation_id=conversation_id, user_id=user_id, reply=reply
-            )
+            with tracing.span("chat.finish_turn"):
+                message = await self._shards.finish_turn(
+                    conversation_id=conversation_id, user_id=user_id, reply=reply
+                )
         except ChatAppError as exc:
             logger.warning("reply of conversation %s not stored: %s", conversation_id, exc)
             return TurnFailed(exc, None)
@@ -393,24 +451,34 @@ class ChatService:
         if not questions:
             raise InvalidRequest("messages: at least one non-empty user message is required")
         began = time.perf_counter()
-        hold = await self._hold(user_id, params)
-        try:
-            last_question = next(m.content for m in reversed(messages) if m.role == "user")
-            grounding = await self.ground(
-                last_question, knowledge_base=knowledge_base, rag=rag, default_kb=rag is not None
-            )
-            if grounding:
-                messages = grounded_messages(messages, grounding)
-            sources = public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars)
-            chunks = self._router.stream(
-                messages, params, model=model, user=str(user_id), cache=cache
-            )
-            first = await anext(chunks)
-        except BaseException:
-            await asyncio.shield(self._settle(hold, None))
-            raise
+        span = tracing.start_span(
+            "chat.completion",
+            {
+                "user.id": str(user_id),
+                tracing.MODEL: model or AUTO,
+                "chatapp.stream": not params.whole,
+            },
+        )
+        with tracing.opening(span):  # its parts under it; an error here ends it
+            hold = await self._hold(user_id, params)
+            try:
+                last_question = next(m.content for m in reversed(messages) if m.role == "user")
+                grounding = await self.ground(
+                    last_question,
+                    knowledge_base=knowledge_base,
+                    rag=rag,
+                    default_kb=rag is not None,
+                )
+                if grounding:
+                    messages = grounded_messages(messages, grounding)
+                sources = public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars)
+                chunks = self._model_stream(messages, params, model, user_id, cache)
+                first = await anext(chunks)
+            except BaseException:
+                await asyncio.shield(self._settle(hold, None))
+                raise
         self._metrics.ttft.labels("completion").observe(time.perf_counter() - began)
-        counted = self._counted(user_id, hold, first, chunks, began)
+        counted = tracing.stepped(span, self._counted(user_id, hold, first, chunks, began))
         # Run it to its first `yield`, inside its `try`: from now on closing it, even
         # before reading a chunk, settles the hold (an unstarted generator's close runs
         # nothing, and the reader may never start).

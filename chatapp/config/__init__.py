@@ -21,6 +21,7 @@ from chatapp.config.observability import LogSettings, ReadinessSettings
 from chatapp.config.rag import RagSettings
 from chatapp.config.serving import ChatSettings, ServeSettings, ShardSettings
 from chatapp.config.storage import CacheSettings, DatabaseSettings, RedisSettings, UsageSettings
+from chatapp.config.tracing import TracingSettings
 
 __all__ = [
     "AuthSettings",
@@ -39,6 +40,7 @@ __all__ = [
     "ServeSettings",
     "Settings",
     "ShardSettings",
+    "TracingSettings",
     "UsageSettings",
 ]
 
@@ -69,6 +71,7 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings)
     logs: LogSettings = Field(default_factory=LogSettings)
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any] | None = None) -> Settings:

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from opentelemetry.trace import Span
+
 from chatapp.cache.responses import CachedAnswer, CacheMode, ResponseCache, cache_key
 from chatapp.chat.context import fit_messages
 from chatapp.config import ModelEntry, Settings
@@ -42,11 +44,14 @@ from chatapp.llm.base import (
 from chatapp.llm.catalog import AUTO, SELF_HOSTED, Catalog, cost_usd
 from chatapp.llm.coalesce import coalesce
 from chatapp.llm.resilience import BreakerOpen, Breakers, RetryPolicy
+from chatapp.observability import tracing
 from chatapp.observability.metrics import ProviderMetrics
 
 logger = logging.getLogger(__name__)
 
 _Stream = AsyncIterator[TextDelta | Finish]
+# an attempt that answered: its stream, first chunk, when it began, its span
+_Opened = tuple[_Stream, TextDelta | Finish, float, Span]
 _PIECES = re.compile(r"\S+\s*|\s+")
 
 
@@ -120,7 +125,7 @@ class ProviderRouter:
 
     # -- the request -----------------------------------------------------------------
 
-    async def stream(
+    def stream(
         self,
         messages: Sequence[ChatMessage],
         params: SamplingParams,
@@ -128,6 +133,23 @@ class ProviderRouter:
         model: str | None = None,
         user: str | None = None,
         cache: CacheMode = "auto",
+    ) -> AsyncIterator[Chunk]:
+        """The answer, traced as `llm.route` with an `llm.attempt` under it per try."""
+        span = tracing.start_span(
+            "llm.route", {tracing.MODEL: model or AUTO, tracing.MAX_TOKENS: params.max_tokens}
+        )
+        chunks = self._stream(span, messages, params, model=model, user=user, cache=cache)
+        return tracing.stepped(span, chunks)
+
+    async def _stream(
+        self,
+        span: Span,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        *,
+        model: str | None,
+        user: str | None,
+        cache: CacheMode,
     ) -> AsyncIterator[Chunk]:
         chain = self._catalog.chain(model)
         key: str | None = None
@@ -142,7 +164,9 @@ class ProviderRouter:
             )
             hit = await self._cache.get(key)
             self._metrics.cache.labels("hit" if hit else "miss").inc()
+            span.set_attribute("chatapp.cache", "hit" if hit else "miss")
             if hit is not None:
+                tracing.finished(span, _replay_finish(hit))
                 async for chunk in self._coalesced(_replay(hit)):
                     yield chunk
                 return
@@ -158,7 +182,7 @@ class ProviderRouter:
                 logger.info("falling back to %s after: %s", step.entry.name, errors[-1][1])
             started = self._clock()
             try:
-                agen, first, attempt_started = await self._open(step, params)
+                agen, first, attempt_started, attempt = await self._open(step, params)
             except InvalidRequest:
                 raise  # the request itself is wrong: another model would refuse it too
             except ContextWindowExceeded as exc:
@@ -171,8 +195,12 @@ class ProviderRouter:
                 continue
             failed_first = errors[0][0].name if errors else None
             fallback_from = failed_first if failed_first != step.entry.name else None
-            rest = self._rest(step.entry, agen, first, started, attempt_started, key, fallback_from)
+            rest = self._rest(
+                step.entry, agen, first, started, attempt_started, key, fallback_from, attempt
+            )
             async for chunk in rest:
+                if isinstance(chunk, Finish):
+                    tracing.finished(span, chunk)
                 yield chunk
             return
         raise _final_error(errors)
@@ -221,11 +249,9 @@ class ProviderRouter:
         )
         return _Step(entry, fitted, share=share)
 
-    async def _open(
-        self, step: _Step, params: SamplingParams
-    ) -> tuple[_Stream, TextDelta | Finish, float]:
-        """The stream, its first chunk and when the attempt that answered began, retried
-        per the policy."""
+    async def _open(self, step: _Step, params: SamplingParams) -> _Opened:
+        """The stream, its first chunk, when the attempt that answered began and its span,
+        retried per the policy."""
         entry = step.entry
 
         def on_retry(exc: BaseException, delay: float) -> None:
@@ -234,29 +260,45 @@ class ProviderRouter:
 
         async for attempt in self._retry.retrying(sleep=self._sleep, on_retry=on_retry):
             with attempt:
-                return await self._attempt(step, params)
+                return await self._attempt(step, params, attempt.retry_state.attempt_number)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    async def _attempt(
-        self, step: _Step, params: SamplingParams
-    ) -> tuple[_Stream, TextDelta | Finish, float]:
+    async def _attempt(self, step: _Step, params: SamplingParams, number: int) -> _Opened:
         entry = step.entry
         provider = self._providers[entry.provider]
         labels = (entry.provider, entry.name)
+        span = tracing.start_span(
+            "llm.attempt",
+            {
+                tracing.PROVIDER: entry.provider,
+                tracing.MODEL: entry.name,
+                "chatapp.provider_model": entry.provider_model,
+                "chatapp.attempt": number,
+                "chatapp.trimmed_to": step.share,
+            },
+        )
         try:
-            if entry.provider == SELF_HOSTED:  # the last resort: never skipped
-                return await self._first(provider, step, params)
-            async with self._breakers.call(entry.provider):
-                return await self._first(provider, step, params)
-        except BreakerOpen:
+            with tracing.current(span):  # a provider's Ray call, if any, under it
+                if entry.provider == SELF_HOSTED:  # the last resort: never skipped
+                    opened = await self._first(provider, step, params)
+                else:
+                    async with self._breakers.call(entry.provider):
+                        opened = await self._first(provider, step, params)
+        except BreakerOpen as exc:
             self._metrics.requests.labels(*labels, "skipped").inc()
+            tracing.end(span, exc)
             raise
         except ChatAppError as exc:
             self._metrics.requests.labels(*labels, "error").inc()
             self._metrics.errors.labels(*labels, exc.code).inc()
+            tracing.end(span, exc)
+            raise
+        except BaseException as exc:
+            tracing.end(span, exc)
             raise
         finally:
             self._metrics.set_breaker(entry.provider, self._breakers.state(entry.provider))
+        return (*opened, span)
 
     async def _first(
         self, provider: ChatProvider, step: _Step, params: SamplingParams
@@ -287,8 +329,10 @@ class ProviderRouter:
         started: float,
         attempt_started: float,
         key: str | None,
-        fallback_from: str | None = None,
+        fallback_from: str | None,
+        attempt: Span,
     ) -> AsyncIterator[Chunk]:
+        """The answer from its first chunk on; `attempt` (its span) ends with it."""
         labels = (entry.provider, entry.name)
         first_at = self._clock()
         self._metrics.ttft.labels(*labels).observe(first_at - started)
@@ -309,6 +353,8 @@ class ProviderRouter:
                         fallback_from=fallback_from,
                     )
                     self._metrics.requests.labels(*labels, "ok").inc()
+                    attempt.set_attribute(tracing.OUTCOME, "ok")
+                    tracing.finished(attempt, finish)
                     elapsed = self._clock() - first_at
                     if elapsed > 0 and finish.completion_tokens:
                         self._metrics.tokens_per_s.labels(*labels).observe(
@@ -337,8 +383,14 @@ class ProviderRouter:
             self._metrics.requests.labels(*labels, "error").inc()
             self._metrics.errors.labels(*labels, exc.code).inc()
             logger.warning("%s failed after the first token: %s", entry.name, exc)
+            tracing.mark(attempt, exc)
+            raise
+        except BaseException as exc:  # the reader went away (after the answer: no matter)
+            if not isinstance(chunk, Finish):
+                tracing.mark(attempt, exc)
             raise
         finally:
+            attempt.end()
             await _close(agen)
 
 
@@ -364,7 +416,11 @@ async def _replay(hit: CachedAnswer) -> _Stream:
     """A cached answer streams like a fresh one (word by word), marked cached, free."""
     for piece in _PIECES.findall(hit.text):
         yield TextDelta(piece)
-    yield Finish(
+    yield _replay_finish(hit)
+
+
+def _replay_finish(hit: CachedAnswer) -> Finish:
+    return Finish(
         finish_reason=hit.finish_reason,
         prompt_tokens=hit.prompt_tokens,
         completion_tokens=hit.completion_tokens,
