@@ -14,6 +14,7 @@ from actors.shard import ConversationShard
 from chatapp.chat.ports import ReplyRecord, TurnStart
 from chatapp.chat.schemas import MessagePublic
 from chatapp.config import Settings
+from chatapp.observability.tracing import carrier
 from deployments.handles import call
 
 T = TypeVar("T")
@@ -26,7 +27,9 @@ def shard_names(settings: Settings) -> list[str]:
 class ShardClient:
     """Gets or creates the named shards (detached: they outlive any one ingress replica).
     A shard that is restarting is `ServiceUnavailable` (503, retry in a second); errors the
-    shard raises (`Conflict`, `NotFound`, ...) come back as themselves."""
+    shard raises (`Conflict`, `NotFound`, ...) come back as themselves. Each call carries
+    the caller's trace context (`trace_context`, None when tracing is off), so the shard's
+    span joins the turn's trace."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -73,6 +76,7 @@ class ShardClient:
         shard = self.shard_for(conversation_id)
         return await self._call(
             shard.begin_turn.remote(
+                trace_context=carrier(),
                 conversation_id=conversation_id,
                 user_id=user_id,
                 content=content,
@@ -85,12 +89,21 @@ class ShardClient:
     ) -> MessagePublic:
         shard = self.shard_for(conversation_id)
         return await self._call(
-            shard.finish_turn.remote(conversation_id=conversation_id, user_id=user_id, reply=reply)
+            shard.finish_turn.remote(
+                trace_context=carrier(),
+                conversation_id=conversation_id,
+                user_id=user_id,
+                reply=reply,
+            )
         )
 
     async def renew_turn(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         shard = self.shard_for(conversation_id)
-        await self._call(shard.renew_turn.remote(conversation_id=conversation_id, user_id=user_id))
+        await self._call(
+            shard.renew_turn.remote(
+                trace_context=carrier(), conversation_id=conversation_id, user_id=user_id
+            )
+        )
 
     async def abort_turn(
         self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, user_seq: int
@@ -98,7 +111,10 @@ class ShardClient:
         shard = self.shard_for(conversation_id)
         await self._call(
             shard.abort_turn.remote(
-                conversation_id=conversation_id, user_id=user_id, user_seq=user_seq
+                trace_context=carrier(),
+                conversation_id=conversation_id,
+                user_id=user_id,
+                user_seq=user_seq,
             )
         )
 
@@ -108,6 +124,7 @@ class ShardClient:
         shard = self.shard_for(conversation_id)
         await self._call(
             shard.prepare_rewrite.remote(
+                trace_context=carrier(),
                 conversation_id=conversation_id,
                 user_id=user_id,
                 from_seq=from_seq,
@@ -118,12 +135,18 @@ class ShardClient:
     async def prepare_regenerate(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> str:
         shard = self.shard_for(conversation_id)
         return await self._call(
-            shard.prepare_regenerate.remote(conversation_id=conversation_id, user_id=user_id)
+            shard.prepare_regenerate.remote(
+                trace_context=carrier(), conversation_id=conversation_id, user_id=user_id
+            )
         )
 
     async def delete(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         shard = self.shard_for(conversation_id)
-        await self._call(shard.delete.remote(conversation_id=conversation_id, user_id=user_id))
+        await self._call(
+            shard.delete.remote(
+                trace_context=carrier(), conversation_id=conversation_id, user_id=user_id
+            )
+        )
 
 
 def kill_shards(settings: Settings) -> None:

@@ -11,12 +11,19 @@ before Ray starts (a joined cluster keeps its own). Measured with
   `/tmp/haproxy-serve/<node id>/`; its Prometheus port is 9101
   (`RAY_SERVE_HAPROXY_METRICS_PORT`) and its stats port 8404
   (`RAY_SERVE_HAPROXY_STATS_PORT`).
+- Tracing (`use_tracing`): Serve's own tracing, configured from OpenTelemetry's
+  `OTEL_*` variables, when they turn it on.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import MutableMapping
+
+from chatapp.config import TracingSettings
+
+# Ray Serve calls it in each replica and proxy for its span processors (imported there only)
+SPAN_PROCESSORS = "deployments.tracing:span_processors"
 
 
 def use_serve_fast_path(environ: MutableMapping[str, str] = os.environ) -> None:
@@ -27,3 +34,20 @@ def use_serve_fast_path(environ: MutableMapping[str, str] = os.environ) -> None:
     # uvicorn in Serve's processes must not believe X-Forwarded-For from local peers
     # (deployments/app.py says why); ChatApp reads it behind AUTH_TRUSTED_PROXIES only.
     environ.setdefault("FORWARDED_ALLOW_IPS", "")
+    use_tracing(environ)
+
+
+def use_tracing(environ: MutableMapping[str, str] = os.environ) -> None:
+    """When `OTEL_TRACES_EXPORTER` names an exporter: Ray Serve's own tracing on, its spans
+    and ChatApp's exported by `deployments.tracing`, as many traces sampled as
+    `OTEL_TRACES_SAMPLER` says (Serve's own default is 1%), reported as `OTEL_SERVICE_NAME`
+    (default chatapp). Nothing otherwise: tracing off costs nothing."""
+    names = [f"OTEL_{field.upper()}" for field in TracingSettings.model_fields]
+    settings = TracingSettings.model_validate(
+        {name[5:].lower(): environ[name] for name in names if name in environ}
+    )
+    if not settings.enabled:
+        return
+    environ.setdefault("RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH", SPAN_PROCESSORS)
+    environ.setdefault("RAY_SERVE_TRACING_SAMPLING_RATIO", str(settings.sampling_ratio()))
+    environ.setdefault("OTEL_SERVICE_NAME", settings.service_name)
