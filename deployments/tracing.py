@@ -13,6 +13,8 @@ which spans there are).
   therefore installs `ContinueCurrent`, the configured propagator except that a request
   carrying no trace context continues the current one (Serve's span of the request), so
   each request is one trace: Serve's span, FastAPI's under it, ChatApp's under that.
+  FastAPI also puts the query string on its span (`url.query`): `RedactQuery` keeps only
+  its parameters' names (a search's terms, an OIDC callback's code never leave).
 - The conversation shards are plain actors: `setup_actor_tracing` gives them the same
   exporters under a tracer provider of their own (sampler from `OTEL_TRACES_SAMPLER`,
   parent-based by default: they follow the turn that called them).
@@ -24,6 +26,7 @@ The SDK reads the exporter's settings (`OTEL_EXPORTER_OTLP_*`, `OTEL_BSP_*`,
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qsl
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -37,12 +40,14 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from chatapp.config import TracingSettings
 
 logger = logging.getLogger(__name__)
+
+QUERY = "url.query"
 
 
 def span_processors() -> list[SpanProcessor]:
@@ -87,7 +92,18 @@ class ContinueCurrent(TextMapPropagator):
 
 
 def processors_for(settings: TracingSettings) -> list[SpanProcessor]:
-    return [BatchSpanProcessor(_exporter(name, settings)) for name in settings.exporters()]
+    exporting = [BatchSpanProcessor(_exporter(name, settings)) for name in settings.exporters()]
+    return [RedactQuery(), *exporting]
+
+
+class RedactQuery(SpanProcessor):
+    """`url.query` with each value replaced by `REDACTED`, as the span starts."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        query = (span.attributes or {}).get(QUERY)
+        if isinstance(query, str):
+            pairs = parse_qsl(query, keep_blank_values=True)
+            span.set_attribute(QUERY, "&".join(f"{name}=REDACTED" for name, _ in pairs))
 
 
 def _exporter(name: str, settings: TracingSettings) -> SpanExporter:

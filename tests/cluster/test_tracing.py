@@ -167,6 +167,8 @@ def test_one_turn_is_one_trace_from_the_http_request_to_the_engine(
     assert a["gen_ai.usage.output_tokens"] == engine["attributes"]["gen_ai.usage.output_tokens"]
     assert route["attributes"]["chatapp.fallback_from"] == "gpt-fake"
 
-    # Never the conversation's content, anywhere.
+    # Never the conversation's content, anywhere: not the question, not a search's terms.
     values = json.dumps([s["attributes"] for s in received])
     assert "methane" not in values and "Saturn" not in values
+    search = [s for s in received if s["attributes"].get("url.query")]
+    assert [s["attributes"]["url.query"] for s in search] == ["q=REDACTED"]

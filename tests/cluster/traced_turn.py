@@ -7,9 +7,10 @@ process of its own: `tests/cluster/test_tracing.py` starts it and checks the tre
 The app: a fake OpenAI as the primary model that answers 503 twice (the retry policy's
 two attempts) so the turn falls back to the self-hosted model (the simulated engine),
 retrieval on (an empty knowledge-base folder: searched, nothing found), one shard, the
-real PostgreSQL and Redis. One user posts one streamed message; the collector waits until
-the turn's spans from every process have arrived and writes every span it received
-(``--json``) with the turn's question and conversation id.
+real PostgreSQL and Redis. One user searches their conversations, then posts one
+streamed message; the collector waits until the turn's spans from every process have
+arrived and writes every span it received (``--json``) with the turn's question and
+conversation id.
 
     .venv/bin/python -m tests.cluster.traced_turn --database-url postgresql+asyncpg://... \
         --json /tmp/spans.json
@@ -204,6 +205,9 @@ def main() -> None:
         headers = register_and_login(url)
         with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
             conversation = http.post("/api/conversations", json={}).json()["id"]
+            # a search first (its spans leave the ingress before the turn's): FastAPI's
+            # span of it must not carry the terms (`url.query`)
+            assert http.get("/api/conversations", params={"q": "methane"}).status_code == 200
             events = []
             with http.stream(
                 "POST",
