@@ -12,7 +12,9 @@ which spans there are).
   that would start a second trace beside Serve's for each request. `span_processors`
   therefore installs `ContinueCurrent`, the configured propagator except that a request
   carrying no trace context continues the current one (Serve's span of the request), so
-  each request is one trace: Serve's span, FastAPI's under it, ChatApp's under that.
+  each request is one trace: Serve's span, FastAPI's under it, ChatApp's under that; and
+  a request Serve did not sample (it then sets no span) is not traced by FastAPI either,
+  so `OTEL_TRACES_SAMPLER_ARG` is the share of requests traced, each one whole.
   FastAPI also puts the query string on its span (`url.query`): `RedactQuery` keeps only
   its parameters' names (a search's terms, an OIDC callback's code never leave).
 - The conversation shards are plain actors: `setup_actor_tracing` gives them the same
@@ -48,6 +50,11 @@ from chatapp.config import TracingSettings
 logger = logging.getLogger(__name__)
 
 QUERY = "url.query"
+_NOT_SAMPLED = trace.set_span_in_context(
+    trace.NonRecordingSpan(
+        trace.SpanContext(trace_id=1, span_id=1, is_remote=True, trace_flags=trace.TraceFlags(0))
+    )
+)
 
 
 def span_processors() -> list[SpanProcessor]:
@@ -62,7 +69,8 @@ def span_processors() -> list[SpanProcessor]:
 class ContinueCurrent(TextMapPropagator):
     """`inner` (`OTEL_PROPAGATORS`: W3C trace context and baggage by default), except that
     extracting from a carrier with no trace context, over no given context, gives the
-    current context rather than an empty one."""
+    current context rather than an empty one; with no span current, a parent that was
+    not sampled (what starts under it is not either)."""
 
     def __init__(self, inner: TextMapPropagator) -> None:
         self._inner = inner
@@ -75,7 +83,10 @@ class ContinueCurrent(TextMapPropagator):
     ) -> Context:
         extracted = self._inner.extract(carrier, context, getter)
         if context is None and not trace.get_current_span(extracted).get_span_context().is_valid:
-            return otel_context.get_current()
+            current = otel_context.get_current()
+            if trace.get_current_span(current).get_span_context().is_valid:
+                return current
+            return _NOT_SAMPLED
         return extracted
 
     def inject(

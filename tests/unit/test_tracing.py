@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
 from chatapp.chat import repository
@@ -35,6 +36,7 @@ from chatapp.llm.base import ChatProvider, TextDelta
 from chatapp.llm.router import build_router
 from chatapp.observability import tracing
 from deployments.serve_env import use_tracing
+from deployments.tracing import ContinueCurrent, RedactQuery
 from tests.fakes.scripted import Answer, ScriptedProvider
 from tests.fakes.users import create_user
 
@@ -74,7 +76,11 @@ class _Switch(Sampler):
         links: Sequence[Any] | None = None,
         trace_state: Any = None,
     ) -> SamplingResult:
-        return SamplingResult(Decision.RECORD_AND_SAMPLE if self.on else Decision.DROP, attributes)
+        parent = trace.get_current_span(parent_context).get_span_context()
+        sampled = not parent.is_valid or parent.trace_flags.sampled  # parent-based
+        return SamplingResult(
+            Decision.RECORD_AND_SAMPLE if self.on and sampled else Decision.DROP, attributes
+        )
 
     def get_description(self) -> str:
         return "on while a test of this module runs"
@@ -290,6 +296,31 @@ async def test_tracing_off_no_span_and_the_stream_handed_back_untouched(
     assert tracing.carrier() is None
     assert [e async for e in events][-1].message.status == "complete"  # type: ignore[union-attr]
     assert _EXPORTER.get_finished_spans() == ()
+
+
+def test_a_request_is_traced_whole_or_not_at_all_and_its_query_values_never(
+    spans: InMemorySpanExporter,
+) -> None:
+    """How FastAPI's own span of a request (its parent read from the request's headers)
+    joins Ray Serve's span of it in the ingress replica (`deployments.tracing`)."""
+    propagator = ContinueCurrent(TraceContextTextMapPropagator())
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("replica_handle_request ChatIngress __call__") as serve:
+        parent = propagator.extract({})  # no traceparent from the client
+    http = tracer.start_span("GET /api/conversations", context=parent)
+    assert http.parent is not None and http.parent.span_id == serve.get_span_context().span_id
+    # Serve did not sample the request (no span of it current): FastAPI does not either.
+    unsampled = tracer.start_span("GET /api/conversations", context=propagator.extract({}))
+    assert not unsampled.is_recording()
+    # A client's own traceparent is the parent, as without ContinueCurrent.
+    client = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    with tracer.start_as_current_span("replica_handle_request ChatIngress __call__"):
+        joined = propagator.extract({"traceparent": client})
+    assert trace.get_current_span(joined).get_span_context().trace_id == int("ab" * 16, 16)
+
+    searched = tracer.start_span("GET /api/conversations", attributes={"url.query": "q=a&n=5"})
+    RedactQuery().on_start(searched)  # type: ignore[arg-type]
+    assert dict(searched.attributes or {}) == {"url.query": "q=REDACTED&n=REDACTED"}  # type: ignore[attr-defined]
 
 
 def test_tracing_is_configured_by_the_standard_variables_and_off_by_default() -> None:
