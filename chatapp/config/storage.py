@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
 
 from chatapp.config.base import section
@@ -20,6 +20,13 @@ class DatabaseSettings(BaseSettings):
         None,
         description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user@host/db. "
         "Unset: a SQLite file under var_dir.",
+    )
+    read_url: str | None = Field(
+        None,
+        description="A PostgreSQL streaming replica for reads that tolerate a little lag "
+        "(conversation lists and search, history pages, usage reports); the chat turn and "
+        "the shards always use `url`. Unreachable: those reads go to `url` until it is back. "
+        "Unset: every read goes to `url`.",
     )
     var_dir: Path = Field(Path("var"), description="Folder for the embedded SQLite database.")
     echo: bool = Field(False, description="Log every SQL statement (debugging only).")
@@ -41,14 +48,30 @@ class DatabaseSettings(BaseSettings):
         1800, gt=0, description="Replace pooled connections older than this (PostgreSQL)."
     )
 
+    @model_validator(mode="after")
+    def _replica_needs_postgres(self) -> DatabaseSettings:
+        if self.read_url and not (self.url and self.url.startswith("postgres")):
+            raise ValueError(
+                "DATABASE_READ_URL names a replica of a PostgreSQL primary: set DATABASE_URL "
+                "to that primary too, or unset DATABASE_READ_URL"
+            )
+        return self
+
     def resolved_url(self) -> str:
         """The URL to connect to, with the embedded default filled in."""
         if self.url:
-            url = self.url
-            if url.startswith("postgresql://") or url.startswith("postgres://"):
-                url = "postgresql+asyncpg://" + url.split("://", 1)[1]
-            return url
+            return _asyncpg(self.url)
         return f"sqlite+aiosqlite:///{(self.var_dir / 'chatapp.db').resolve()}"
+
+    def resolved_read_url(self) -> str | None:
+        """The replica's URL (asyncpg), or None when reads go to the primary."""
+        return _asyncpg(self.read_url) if self.read_url else None
+
+
+def _asyncpg(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return url
 
 
 class RedisSettings(BaseSettings):

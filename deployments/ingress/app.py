@@ -15,7 +15,7 @@ from chatapp.auth.oidc import OidcClient
 from chatapp.auth.service import TokenSigner
 from chatapp.chat.service import ChatService
 from chatapp.config import Settings
-from chatapp.db.engine import make_engine, make_sessionmaker
+from chatapp.db.engine import make_engine, make_read_sessions, make_sessionmaker
 from chatapp.health import readiness_checker
 from chatapp.logs import REQUEST_ID_HEADER, configure_logging
 from chatapp.observability.metrics import (
@@ -147,6 +147,7 @@ def build_state(
             for p in settings.auth.oidc_providers
         },
         auth_metrics=AuthMetrics(instruments),
+        read_sessions=make_read_sessions(settings.database, sessionmaker),
     )
     # Tells each request's log line who its caller is, at authentication.
     state.credentials = IdentifyingCredentialCache.from_settings(settings.redis, settings.auth)

@@ -19,6 +19,7 @@ from chatapp.auth.tokens import API_KEY_PREFIX, InvalidToken
 from chatapp.cache.responses import CacheMode
 from chatapp.chat.service import ChatService
 from chatapp.config import Settings
+from chatapp.db.engine import ReadSessions
 from chatapp.errors import PermissionDenied
 from chatapp.observability.metrics import AuthMetrics, PrometheusInstruments
 from chatapp.ratelimit import RateLimiter, TrustedProxies
@@ -38,6 +39,8 @@ class IngressState:
     signer: TokenSigner
     limiter: RateLimiter
     oidc: dict[str, OidcClient] = field(default_factory=dict)
+    # reads that tolerate replication lag (DATABASE_READ_URL); None: `sessionmaker`'s
+    read_sessions: ReadSessions | None = None
     # logins and 429s (Ray's metrics in Serve; a private registry otherwise)
     auth_metrics: AuthMetrics = field(default_factory=lambda: AuthMetrics(PrometheusInstruments()))
     credentials: CredentialCache = field(init=False)  # built from `settings`
@@ -66,6 +69,20 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_read_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """A session on the read replica when one is configured and answers, else the primary:
+    only for read-only routes whose answer may lag the writes a little (never the turn)."""
+    if state.read_sessions is None:
+        async with state.sessionmaker() as session:
+            yield session
+        return
+    async with state.read_sessions.session() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 
 bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 BearerDep = Annotated[str | None, Depends(bearer)]

@@ -32,6 +32,7 @@ from deployments.ingress.deps import (
     CacheModeDep,
     ChatUser,
     CurrentUser,
+    ReadSessionDep,
     SessionDep,
     StateDep,
 )
@@ -53,7 +54,7 @@ async def create_conversation(
 @router.get("")
 async def list_conversations(
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     state: StateDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
@@ -82,7 +83,7 @@ async def list_conversations(
 async def get_conversation(
     conversation_id: uuid.UUID,
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
         int | None, Query(ge=0, le=MAX_SEQ, description="Messages with seq below this.")
