@@ -113,6 +113,11 @@ async def test_lists_and_history_lag_on_the_replica_while_the_turn_reads_its_wri
         assert page.status_code == 200, page.text
         assert page.json()["messages"] == []
         assert (await api.get("/api/usage")).status_code == 200
+        # a conversation just created opens at once (the replica has not got it yet)
+        opened = await api.get(f"/api/conversations/{late.json()['id']}")
+        assert opened.status_code == 200, opened.text
+        assert opened.json()["title"] == "during the pause"
+        assert (await api.get(f"/api/conversations/{uuid.uuid4()}")).status_code == 404
     finally:
         await replica.resume_replay()
 

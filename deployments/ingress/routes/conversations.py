@@ -27,6 +27,7 @@ from chatapp.chat.schemas import (
     TurnResult,
 )
 from chatapp.chat.service import TurnDone, TurnEvent, TurnFailed, TurnStarted
+from chatapp.errors import NotFound
 from chatapp.llm.base import TextDelta
 from deployments.ingress.deps import (
     CacheModeDep,
@@ -84,14 +85,23 @@ async def get_conversation(
     conversation_id: uuid.UUID,
     user: CurrentUser,
     session: ReadSessionDep,
+    primary: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
         int | None, Query(ge=0, le=MAX_SEQ, description="Messages with seq below this.")
     ] = None,
 ) -> ConversationDetail:
-    conversation = await repository.get_conversation(
-        session=session, user_id=user.id, conversation_id=conversation_id
-    )
+    try:
+        conversation = await repository.get_conversation(
+            session=session, user_id=user.id, conversation_id=conversation_id
+        )
+    except NotFound:
+        # Not on the read replica yet (just created, the replica lags): the primary says
+        # whether it exists, so a new conversation never answers 404.
+        session = primary
+        conversation = await repository.get_conversation(
+            session=session, user_id=user.id, conversation_id=conversation_id
+        )
     rows, has_more = await repository.list_messages(
         session=session, conversation_id=conversation_id, limit=limit, before=before
     )
