@@ -20,6 +20,13 @@ from deployments.handles import call
 T = TypeVar("T")
 
 
+def _traced() -> dict[str, Any]:
+    """The caller's trace context for the shard, when there is one to carry (none when
+    tracing is off: the call is then exactly what shards without tracing take)."""
+    headers = carrier()
+    return {} if headers is None else {"trace_context": headers}
+
+
 def shard_names(settings: Settings) -> list[str]:
     return [f"{settings.shards.name_prefix}-{i}" for i in range(settings.shards.count)]
 
@@ -28,8 +35,8 @@ class ShardClient:
     """Gets or creates the named shards (detached: they outlive any one ingress replica).
     A shard that is restarting is `ServiceUnavailable` (503, retry in a second); errors the
     shard raises (`Conflict`, `NotFound`, ...) come back as themselves. Each call carries
-    the caller's trace context (`trace_context`, None when tracing is off), so the shard's
-    span joins the turn's trace."""
+    the caller's trace context (`trace_context`, when tracing is on), so the shard's span
+    joins the turn's trace."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -76,7 +83,7 @@ class ShardClient:
         shard = self.shard_for(conversation_id)
         return await self._call(
             shard.begin_turn.remote(
-                trace_context=carrier(),
+                **_traced(),
                 conversation_id=conversation_id,
                 user_id=user_id,
                 content=content,
@@ -90,7 +97,7 @@ class ShardClient:
         shard = self.shard_for(conversation_id)
         return await self._call(
             shard.finish_turn.remote(
-                trace_context=carrier(),
+                **_traced(),
                 conversation_id=conversation_id,
                 user_id=user_id,
                 reply=reply,
@@ -100,9 +107,7 @@ class ShardClient:
     async def renew_turn(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         shard = self.shard_for(conversation_id)
         await self._call(
-            shard.renew_turn.remote(
-                trace_context=carrier(), conversation_id=conversation_id, user_id=user_id
-            )
+            shard.renew_turn.remote(**_traced(), conversation_id=conversation_id, user_id=user_id)
         )
 
     async def abort_turn(
@@ -111,7 +116,7 @@ class ShardClient:
         shard = self.shard_for(conversation_id)
         await self._call(
             shard.abort_turn.remote(
-                trace_context=carrier(),
+                **_traced(),
                 conversation_id=conversation_id,
                 user_id=user_id,
                 user_seq=user_seq,
@@ -124,7 +129,7 @@ class ShardClient:
         shard = self.shard_for(conversation_id)
         await self._call(
             shard.prepare_rewrite.remote(
-                trace_context=carrier(),
+                **_traced(),
                 conversation_id=conversation_id,
                 user_id=user_id,
                 from_seq=from_seq,
@@ -136,16 +141,14 @@ class ShardClient:
         shard = self.shard_for(conversation_id)
         return await self._call(
             shard.prepare_regenerate.remote(
-                trace_context=carrier(), conversation_id=conversation_id, user_id=user_id
+                **_traced(), conversation_id=conversation_id, user_id=user_id
             )
         )
 
     async def delete(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         shard = self.shard_for(conversation_id)
         await self._call(
-            shard.delete.remote(
-                trace_context=carrier(), conversation_id=conversation_id, user_id=user_id
-            )
+            shard.delete.remote(**_traced(), conversation_id=conversation_id, user_id=user_id)
         )
 
 
