@@ -1,1 +1,1 @@
-"""Observability: metrics (and, with them, what ops see of a running ChatApp)."""
+"""Observability: metrics (`metrics`) and tracing (`tracing`) of a running ChatApp."""
