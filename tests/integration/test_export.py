@@ -107,7 +107,9 @@ def _account(http: httpx.Client, tag: str) -> dict[str, Any]:
     """A new account with a conversation of one turn and an API key."""
     email = f"{tag}-{uuid.uuid4().hex[:8]}@example.com"
     assert http.post("/api/auth/register", json={"email": email, "password": PASSWORD}).is_success
-    tokens = http.post("/api/auth/token", data={"username": email, "password": PASSWORD}).json()
+    got = http.post("/api/auth/token", data={"username": email, "password": PASSWORD})
+    assert got.status_code == 200, got.text
+    tokens = got.json()
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
     conversation = http.post("/api/conversations", json={"title": f"{tag} chat"}, headers=auth)
     cid = conversation.json()["id"]
