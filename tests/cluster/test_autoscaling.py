@@ -11,10 +11,6 @@ SERVE_UPSCALE_DELAY_S, SERVE_DOWNSCALE_DELAY_S: `tests.cluster.autoscaling.SHORT
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +22,10 @@ from ray import serve
 from actors.client import kill_shards
 from chatapp.config import Settings
 from deployments.app import build_app
+from tests.cluster import run_scenario
 from tests.cluster.autoscaling import SHORT_WINDOWS, Counts, LoadStep, Timeline
 from tests.conftest import REDIS_URL, run_app
 
-ROOT = Path(__file__).resolve().parents[2]
 APP = "autoscale"
 SCALED = ("ChatIngress", "ChatRouter", "SelfHostedLLM")
 STREAMS = 6  # turns in flight during the load step; every target below is 2
@@ -109,31 +105,10 @@ def test_a_load_step_scales_every_deployment_up_and_back_down(scaling_app: str) 
 def test_the_ray_autoscaler_adds_a_node_under_load_and_removes_it_after(
     pg_url: str, tmp_path: Path
 ) -> None:
-    out = tmp_path / "result.json"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
-    for name in list(env):  # this session's Ray and Serve settings are not the cluster's
-        if name.startswith(("RAY_SERVE_", "RAY_ADDRESS")):
-            del env[name]
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.cluster.autoscaling",
-            "--database-url",
-            pg_url,
-            "--redis-url",
-            REDIS_URL,
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
+    args = ["--database-url", pg_url, "--redis-url", REDIS_URL]
+    result, _ = run_scenario(
+        "tests.cluster.autoscaling", args, tmp_path / "result.json", timeout=400
     )
-    assert out.exists(), run.stdout[-3000:] + run.stderr[-3000:]
-    result: dict[str, Any] = json.loads(out.read_text())
     print(f"replicas and nodes over time:\n{result['timeline']}")  # in the test log
     assert result["at_rest"], result["timeline"]
     assert result["scaled_up"], result["timeline"]

@@ -8,49 +8,21 @@ The scenario owns its Ray cluster, so it runs in a process of its own
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cluster import run_scenario
 
 
 def test_redis_restarted_then_a_worker_node_removed_under_load_lose_nothing(
     pg_url: str, tmp_path: Path
 ) -> None:
-    out = tmp_path / "result.json"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
-    for name in list(env):  # this session's Ray and Serve settings are not the cluster's
-        if name.startswith(("RAY_SERVE_", "RAY_ADDRESS")):
-            del env[name]
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.cluster.scenario",
-            "--database-url",
-            pg_url,
-            "--faults",
-            "redis,node",
-            "--window",
-            "redis=10",
-            "--window",  # the self-hosted model's replica on the removed node: ~20 s, loaded
-            "node=30",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    args = ["--database-url", pg_url, "--faults", "redis,node", "--window", "redis=10"]
+    # the self-hosted model's replica on the removed node: ~20 s on a loaded machine
+    args += ["--window", "node=30"]
+    result, stdout = run_scenario(
+        "tests.cluster.scenario", args, tmp_path / "result.json", timeout=600
     )
-    assert out.exists(), run.stdout[-3000:] + run.stderr[-3000:]
-    result: dict[str, Any] = json.loads(out.read_text())
-    print(run.stdout[-1500:])  # the per-fault table, in the test log
+    print(stdout[-1500:])  # the per-fault table, in the test log
     assert result["acknowledged"] > 0
     assert result["lost"] == 0 and result["duplicated"] == 0
     redis, node = result["faults"]

@@ -8,14 +8,12 @@ fails twice (503) and the self-hosted model answers, so retries and the fallback
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cluster import run_scenario
+
 SERVER = 2  # OTLP SpanKind: SPAN_KIND_SERVER
 ERROR = 2  # OTLP StatusCode: STATUS_CODE_ERROR
 
@@ -68,29 +66,10 @@ class Tree:
 
 
 def _run_turn(pg_url: str, out: Path) -> dict[str, Any]:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
-    for name in list(env):  # this session's Ray, Serve and tracing settings are not the run's
-        if name.startswith(("RAY_SERVE_", "RAY_ADDRESS", "OTEL_")):
-            del env[name]
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.cluster.traced_turn",
-            "--database-url",
-            pg_url,
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result, stdout = run_scenario(
+        "tests.cluster.traced_turn", ["--database-url", pg_url], out, timeout=300
     )
-    assert out.exists(), run.stdout[-3000:] + run.stderr[-3000:]
-    print(run.stdout[-1000:])  # how long each phase took
-    result: dict[str, Any] = json.loads(out.read_text())
+    print(stdout[-1000:])  # how long each phase took
     return result
 
 
