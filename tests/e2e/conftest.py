@@ -123,7 +123,12 @@ def new_context(
                 {
                     "name": "chatapp_refresh",
                     "value": fresh.json()["refresh_token"],
-                    "url": f"{base_url}{prefix}/api/auth/refresh",
+                    # the path the server sets it with: given a `url`, Playwright would
+                    # take its folder (/api/auth/), and the browser would then send this
+                    # cookie beside each rotated one the server sets, and the server read
+                    # this spent one (the session ends 10 s after the page's first refresh)
+                    "domain": httpx.URL(base_url).host,
+                    "path": f"{prefix}/api/auth/refresh",
                     "httpOnly": True,
                     "sameSite": "Strict",
                 }

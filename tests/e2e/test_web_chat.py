@@ -250,6 +250,10 @@ def test_rename_and_delete(page: Page, web_sim: str) -> None:
 
     page.reload()
     expect(item).to_contain_text("Renamed in the browser")
+    # the browser sends one refresh cookie, the one the last refresh set (two, and the
+    # server read the spent one: the session ended on a reload 10 s after the first)
+    sent = page.context.cookies(f"{web_sim}/api/auth/refresh")
+    assert [c["name"] for c in sent] == ["chatapp_refresh"], sent
     item.hover()
     item.get_by_test_id("delete").click()
     item.get_by_test_id("confirm-delete").click()

@@ -106,7 +106,8 @@ def http(chat_app: str) -> Iterator[httpx.Client]:
 def _account(http: httpx.Client, tag: str) -> dict[str, Any]:
     """A new account with a conversation of one turn and an API key."""
     email = f"{tag}-{uuid.uuid4().hex[:8]}@example.com"
-    assert http.post("/api/auth/register", json={"email": email, "password": PASSWORD}).is_success
+    created = http.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+    assert created.status_code == 201, created.text
     got = http.post("/api/auth/token", data={"username": email, "password": PASSWORD})
     assert got.status_code == 200, got.text
     tokens = got.json()
@@ -174,8 +175,10 @@ def test_a_user_downloads_their_data_and_only_theirs(http: httpx.Client) -> None
 def test_the_export_needs_a_login_and_is_rate_limited(http: httpx.Client) -> None:
     expect_error(http.get("/api/me/export"), 401)
     email = f"carol-{uuid.uuid4().hex[:8]}@example.com"
-    http.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+    created = http.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+    assert created.status_code == 201, created.text
     token = http.post("/api/auth/token", data={"username": email, "password": PASSWORD})
+    assert token.status_code == 200, token.text
     auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
     allowed = int(EXPORT_LIMIT.split("/")[0])
     for _ in range(allowed):
