@@ -199,10 +199,15 @@ class ChatService:
         body: MessageCreate,
         cache: CacheMode = "auto",
         idempotency_key: str | None = None,
+        system_prompt: str | None = None,
+        top_p: float | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Answer a new message, or (with `replace_from_seq`) an edited one that replaces
         that message and everything after it: the turn's events, once the message passed
         its checks (an edit that cannot be made is raised here).
+
+        `system_prompt` replaces CHAT_SYSTEM_PROMPT for this turn (a /v1/responses
+        request's `instructions`), `top_p` the default nucleus sampling.
 
         A message posted again with the `idempotency_key` of an answered one gets that turn
         again (`TurnStarted.replayed`, the stored reply as one delta): no second turn, no
@@ -217,7 +222,16 @@ class ChatService:
                 from_seq=body.replace_from_seq,
                 content=body.content,
             )
-        return self._turn(user_id, conversation_id, body.content, body, cache, idempotency_key)
+        return self._turn(
+            user_id,
+            conversation_id,
+            body.content,
+            body,
+            cache,
+            idempotency_key,
+            system_prompt=system_prompt,
+            top_p=top_p,
+        )
 
     async def regenerate(
         self,
@@ -246,6 +260,9 @@ class ChatService:
         options: TurnOptions,
         cache: CacheMode,
         idempotency_key: str | None = None,
+        *,
+        system_prompt: str | None = None,
+        top_p: float | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         """The turn's events, traced as one `chat.turn` span whose children are its parts
         (`chatapp.observability.tracing` draws the tree)."""
@@ -259,7 +276,7 @@ class ChatService:
             },
         )
         events = self._turn_events(
-            user_id, conversation_id, content, options, cache, idempotency_key
+            user_id, conversation_id, content, options, cache, idempotency_key, system_prompt, top_p
         )
         return tracing.stepped(span, events)
 
@@ -271,10 +288,15 @@ class ChatService:
         options: TurnOptions,
         cache: CacheMode,
         idempotency_key: str | None,
+        system_prompt: str | None = None,
+        top_p: float | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         began = time.perf_counter()
         params = self.sampling_params(
-            max_tokens=options.max_tokens, temperature=options.temperature, whole=not options.stream
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
+            top_p=top_p,
+            whole=not options.stream,
         )
         hold = await self._hold(user_id, params)  # before anything is stored
         try:
@@ -303,7 +325,7 @@ class ChatService:
         sources = tuple(public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars))
         # The sources go in an untrusted context block before the question, never into
         # the system prompt (chatapp.rag.prompt.grounded_messages).
-        system = ChatMessage("system", self._settings.chat.system_prompt)
+        system = ChatMessage("system", system_prompt or self._settings.chat.system_prompt)
         messages = grounded_messages([system, *start.history], grounding)
         parts: list[TextDelta] = []
         finish: Finish | None = None
