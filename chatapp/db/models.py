@@ -186,3 +186,30 @@ class UsageEvent(Base):
     cost_usd: Mapped[float] = mapped_column(Numeric(14, 8, asdecimal=False))
     cached: Mapped[bool] = mapped_column(Boolean)
     complete: Mapped[bool] = mapped_column(Boolean)
+
+
+class StoredResponse(Base):
+    """A /v1/responses answer kept server-side (migration 0009): a turn of one of the
+    user's conversations. `previous_response_id` continues that conversation; the row goes
+    with its reply (an edit, a regenerate or deleting the conversation removes it)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_user", "user_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    input_message_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    reply_message_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("messages.id", ondelete="CASCADE"), unique=True
+    )
+    previous_response_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # `metadata` is the declarative base's own attribute: the column keeps the API's name.
+    request_metadata: Mapped[dict[str, str] | None] = mapped_column(
+        "metadata", JSON, nullable=True
+    )
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
