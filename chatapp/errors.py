@@ -5,6 +5,7 @@
     ├── NotFound              unknown or foreign object (404)
     ├── PermissionDenied      authenticated but not allowed (403)
     ├── InvalidRequest        the request cannot be served as asked (422)
+    │   └── Unsupported       it asks for what the model or ChatApp does not do (400)
     ├── PayloadTooLarge       body over the configured limit (413)
     ├── Conflict              a concurrent or stale write lost (409)
     ├── RateLimited           slow down; carries retry_after (429)
@@ -59,6 +60,13 @@ class PermissionDenied(ChatAppError):
 
 class InvalidRequest(ChatAppError):
     code = "invalid_request"
+
+
+class Unsupported(InvalidRequest):
+    """A well-formed request for something the chosen model (or ChatApp) does not do:
+    tools for a model that cannot call them, a field whose effect would be ignored."""
+
+    code = "unsupported"
 
 
 class PayloadTooLarge(ChatAppError):

@@ -1,8 +1,8 @@
 """Exact-match response cache.
 
-The key is a hash of the model asked for, the normalised messages and the sampling
-parameters (and the user, in per-user scope), so only the very same request is answered
-from it: multi-turn chats never get a stale answer meant for another context. Redis
+The key is a hash of the model asked for, the normalised messages (their images, tool
+calls and tool results included) and the sampling parameters (and the user, in per-user
+scope), so only the very same request is answered from it: multi-turn chats never get a stale answer meant for another context. Redis
 (`redis.asyncio`) when configured, so every router replica shares it; in-process otherwise.
 """
 
@@ -43,6 +43,17 @@ def _normalise(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+def _message_key(m: ChatMessage) -> list[object]:
+    """Role and text; then whatever else the message holds (a text-only message's key is
+    what it always was)."""
+    key: list[object] = [m.role, _normalise(m.content)]
+    if m.parts or m.tool_calls or m.tool_call_id:
+        key.append([[type(p).__name__, *dataclasses.astuple(p)] for p in m.parts])
+        key.append([dataclasses.astuple(c) for c in m.tool_calls])
+        key.append(m.tool_call_id)
+    return key
+
+
 def cache_key(
     *,
     model: str,
@@ -53,7 +64,7 @@ def cache_key(
     """Stable across processes; whitespace and Unicode form do not matter."""
     payload = {
         "model": model,
-        "messages": [[m.role, _normalise(m.content)] for m in messages],
+        "messages": [_message_key(m) for m in messages],
         "params": dataclasses.asdict(dataclasses.replace(params, whole=False)),
         "user": user,
     }

@@ -40,8 +40,9 @@ from chatapp.chat.ports import ConversationShards, ModelRouter, ReplyRecord, Ret
 from chatapp.chat.schemas import MessageCreate, MessagePublic, TurnOptions
 from chatapp.config import Settings
 from chatapp.errors import ChatAppError, InvalidRequest, NotFound, ProviderError, RateLimited
-from chatapp.llm.base import ChatMessage, Chunk, Finish, SamplingParams, TextDelta
+from chatapp.llm.base import ChatMessage, Chunk, Finish, SamplingParams, TextDelta, ToolConfig
 from chatapp.llm.catalog import AUTO
+from chatapp.llm.content import check_images
 from chatapp.observability import tracing
 from chatapp.observability.metrics import PrometheusInstruments, TurnMetrics
 from chatapp.rag.prompt import grounded_messages, public_sources, select_sources
@@ -110,9 +111,11 @@ class ChatService:
         stop: Sequence[str] = (),
         seed: int | None = None,
         whole: bool = False,
+        tools: ToolConfig | None = None,
     ) -> SamplingParams:
         """A request's sampling parameters, the server's defaults where it is silent;
-        `whole` for a request answered in one piece (not streamed)."""
+        `whole` for a request answered in one piece (not streamed); `tools` the model
+        may call (/v1 only)."""
         return SamplingParams(
             max_tokens=max_tokens or self._settings.llm.default_max_tokens,
             temperature=0.7 if temperature is None else temperature,
@@ -120,6 +123,7 @@ class ChatService:
             stop=tuple(stop),
             seed=seed,
             whole=whole,
+            tools=tools,
         )
 
     # -- the parts of a turn ---------------------------------------------------------
@@ -337,7 +341,7 @@ class ChatService:
             async for chunk in chunks:
                 if isinstance(chunk, Finish):
                     finish = chunk
-                else:
+                elif isinstance(chunk, TextDelta):  # /api asks for no tools: text only
                     if not parts:
                         self._metrics.ttft.labels("chat").observe(time.perf_counter() - began)
                     parts.append(chunk)
@@ -468,10 +472,14 @@ class ChatService:
         """Start answering `messages`; errors before the first chunk are raised here.
 
         RAG is opt-in: only with `knowledge_base` or `rag` is the last user message
-        grounded, its sources added to the system message."""
-        questions = [m.content for m in messages if m.role == "user" and m.content.strip()]
+        grounded, its sources added to the system message. Images are checked against
+        the limits (`CHAT_MAX_IMAGES`, `CHAT_MAX_IMAGE_BYTES`); tools and images go only
+        to models that take them (the router's chain)."""
+        questions = [m for m in messages if m.role == "user" and (m.content.strip() or m.parts)]
         if not questions:
             raise InvalidRequest("messages: at least one non-empty user message is required")
+        chat = self._settings.chat
+        check_images(messages, max_images=chat.max_images, max_bytes=chat.max_image_bytes)
         began = time.perf_counter()
         span = tracing.start_span(
             "chat.completion",
@@ -531,7 +539,8 @@ class ChatService:
                     settled = True
                     yield chunk
                     return
-                parts.append(chunk)
+                if isinstance(chunk, TextDelta):
+                    parts.append(chunk)
                 yield chunk
                 try:
                     chunk = await anext(rest)

@@ -96,6 +96,16 @@ class ModelEntry(BaseModel):
     context_window: int = Field(..., ge=256, description="Tokens of context (prompt + reply).")
     input_price_per_mtok: float = Field(0.0, ge=0, description="USD per million input tokens.")
     output_price_per_mtok: float = Field(0.0, ge=0, description="USD per million output tokens.")
+    supports_tools: bool | None = Field(
+        None,
+        description="Whether it can call tools (`tools` on /v1/chat/completions). Unset: "
+        "yes for external providers, no for the self-hosted model.",
+    )
+    supports_images: bool | None = Field(
+        None,
+        description="Whether it reads images (`image_url` content parts). Unset: yes for "
+        "external providers, no for the self-hosted model.",
+    )
 
 
 class ProviderEndpoint(BaseModel):

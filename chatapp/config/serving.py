@@ -138,6 +138,15 @@ class ChatSettings(BaseSettings):
         32_000, ge=1, description="Longest user message accepted (422 above)."
     )
     max_title_chars: int = Field(200, ge=1, description="Longest conversation title.")
+    max_images: int = Field(
+        8, ge=0, description="Images (`image_url` parts) one /v1 request may hold (413 above)."
+    )
+    max_image_bytes: int = Field(
+        5 * 1024 * 1024,
+        ge=1,
+        description="Decoded size of one data-URL image (413 above); https image URLs are "
+        "passed to the provider, never fetched by ChatApp.",
+    )
     max_concurrent_replies: int = Field(
         8,
         ge=1,

@@ -1,9 +1,11 @@
 """Anthropic's Messages API through the official `anthropic` SDK: the system prompt goes
 in `system`, turns alternate user/assistant, usage comes from message_start and
-message_delta. SDK errors are mapped to `chatapp.errors` here only."""
+message_delta; tools, tool calls and images in Anthropic's shapes (`anthropic_wire`).
+SDK errors are mapped to `chatapp.errors` here only."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -21,12 +23,21 @@ from chatapp.errors import (
     ProviderTimeout,
     ServiceUnavailable,
 )
-from chatapp.llm.base import ChatMessage, ChatProvider, Finish, SamplingParams, TextDelta
+from chatapp.llm.anthropic_wire import STOP_REASONS, to_anthropic, tools_kwargs
+from chatapp.llm.base import (
+    ChatMessage,
+    ChatProvider,
+    Chunk,
+    Finish,
+    SamplingParams,
+    TextDelta,
+    ToolCallDelta,
+)
 from chatapp.llm.resilience import retry_after_from_headers
 
 logger = logging.getLogger(__name__)
 
-_STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+__all__ = ["AnthropicProvider", "map_anthropic_error", "to_anthropic"]
 
 
 def map_anthropic_error(exc: BaseException, provider: str) -> ChatAppError:
@@ -61,23 +72,6 @@ def map_anthropic_error(exc: BaseException, provider: str) -> ChatAppError:
     return ProviderError(f"{provider} failed: {type(exc).__name__}")
 
 
-def to_anthropic(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
-    """System messages become `system`; consecutive turns of one role are merged and the
-    conversation starts with a user turn, as the Messages API requires."""
-    system = "\n\n".join(m.content for m in messages if m.role == "system")
-    turns: list[dict[str, str]] = []
-    for m in messages:
-        if m.role == "system":
-            continue
-        if turns and turns[-1]["role"] == m.role:
-            turns[-1]["content"] += "\n\n" + m.content
-        else:
-            turns.append({"role": m.role, "content": m.content})
-    while turns and turns[0]["role"] != "user":
-        turns.pop(0)
-    return system, turns
-
-
 class AnthropicProvider(ChatProvider):
     def __init__(self, *, name: str, client: anthropic.AsyncAnthropic) -> None:
         self.name = name
@@ -104,7 +98,7 @@ class AnthropicProvider(ChatProvider):
 
     async def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams, *, model: str
-    ) -> AsyncIterator[TextDelta | Finish]:
+    ) -> AsyncIterator[Chunk]:
         system, turns = to_anthropic(messages)
         if not turns:
             raise InvalidRequest("the conversation has no user message")
@@ -120,6 +114,8 @@ class AnthropicProvider(ChatProvider):
             kwargs["system"] = system
         if params.stop:
             kwargs["stop_sequences"] = list(params.stop)
+        if params.tools is not None:
+            kwargs |= tools_kwargs(params.tools)
         if params.whole:
             async for piece in self._whole(kwargs, model):
                 yield piece
@@ -128,6 +124,7 @@ class AnthropicProvider(ChatProvider):
         reason: str | None = None
         prompt_tokens = completion_tokens = 0
         answered_model = model
+        calls: dict[int, int] = {}  # content block index -> tool call number
         try:
             stream = await self._client.messages.create(**kwargs)
             async with stream:
@@ -135,10 +132,20 @@ class AnthropicProvider(ChatProvider):
                     if event.type == "message_start":
                         answered_model = event.message.model or model
                         prompt_tokens = event.message.usage.input_tokens
+                    elif event.type == "content_block_start":
+                        block = event.content_block
+                        if block.type == "tool_use":
+                            calls[event.index] = len(calls)
+                            yield ToolCallDelta(calls[event.index], id=block.id, name=block.name)
                     elif event.type == "content_block_delta":
-                        text = getattr(event.delta, "text", None)
-                        if text:
-                            yield TextDelta(text)
+                        delta = event.delta
+                        if delta.type == "text_delta" and delta.text:
+                            yield TextDelta(delta.text)
+                        elif delta.type == "input_json_delta" and event.index in calls:
+                            if delta.partial_json:
+                                yield ToolCallDelta(
+                                    calls[event.index], arguments=delta.partial_json
+                                )
                     elif event.type == "message_delta":
                         reason = event.delta.stop_reason or reason
                         completion_tokens = event.usage.output_tokens
@@ -149,24 +156,29 @@ class AnthropicProvider(ChatProvider):
         if reason is None:
             raise ProviderError(f"{self.name} ended the stream before the answer was complete")
         yield Finish(
-            finish_reason=_STOP.get(reason, "stop"),
+            finish_reason=STOP_REASONS.get(reason, "stop"),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             model=answered_model,
             provider=self.name,
         )
 
-    async def _whole(self, kwargs: dict[str, Any], model: str) -> AsyncIterator[TextDelta | Finish]:
-        """One non-streamed call: the answer as one delta, then its finish."""
+    async def _whole(self, kwargs: dict[str, Any], model: str) -> AsyncIterator[Chunk]:
+        """One non-streamed call: the answer as one delta (and one per tool call), then
+        its finish."""
         try:
             message = await self._client.messages.create(**kwargs)
         except Exception as exc:
             raise map_anthropic_error(exc, self.name) from exc
-        text = "".join(getattr(block, "text", "") for block in message.content)
+        text = "".join(block.text for block in message.content if block.type == "text")
         if text:
             yield TextDelta(text, tokens=message.usage.output_tokens or 1)
+        uses = [block for block in message.content if block.type == "tool_use"]
+        for number, use in enumerate(uses):
+            arguments = json.dumps(use.input)
+            yield ToolCallDelta(number, arguments=arguments, id=use.id, name=use.name)
         yield Finish(
-            finish_reason=_STOP.get(message.stop_reason or "end_turn", "stop"),
+            finish_reason=STOP_REASONS.get(message.stop_reason or "end_turn", "stop"),
             prompt_tokens=message.usage.input_tokens,
             completion_tokens=message.usage.output_tokens,
             model=message.model or model,

@@ -1,5 +1,6 @@
 """OpenAI and any OpenAI-compatible endpoint (Azure, hosted open models, a remote vLLM)
-through the official `openai` SDK. SDK errors are mapped to `chatapp.errors` here only."""
+through the official `openai` SDK; tools, tool calls and images in OpenAI's shapes
+(`openai_wire`). SDK errors are mapped to `chatapp.errors` here only."""
 
 from __future__ import annotations
 
@@ -20,7 +21,16 @@ from chatapp.errors import (
     ProviderTimeout,
     ServiceUnavailable,
 )
-from chatapp.llm.base import ChatMessage, ChatProvider, Finish, SamplingParams, TextDelta
+from chatapp.llm.base import (
+    ChatMessage,
+    ChatProvider,
+    Chunk,
+    Finish,
+    SamplingParams,
+    TextDelta,
+    ToolCallDelta,
+)
+from chatapp.llm.openai_wire import to_openai, tools_kwargs
 from chatapp.llm.resilience import retry_after_from_headers
 
 logger = logging.getLogger(__name__)
@@ -61,7 +71,8 @@ def map_openai_error(exc: BaseException, provider: str) -> ChatAppError:
 
 
 def _finish_reason(reason: str | None) -> str:
-    return {"length": "length", "content_filter": "content_filter"}.get(reason or "", "stop")
+    known = {"length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls"}
+    return known.get("tool_calls" if reason == "function_call" else reason or "", "stop")
 
 
 class OpenAIProvider(ChatProvider):
@@ -93,10 +104,10 @@ class OpenAIProvider(ChatProvider):
 
     async def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams, *, model: str
-    ) -> AsyncIterator[TextDelta | Finish]:
+    ) -> AsyncIterator[Chunk]:
         kwargs: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": to_openai(messages),
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
@@ -105,6 +116,8 @@ class OpenAIProvider(ChatProvider):
             kwargs["stop"] = list(params.stop)
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        if params.tools is not None:
+            kwargs |= tools_kwargs(params.tools)
         if params.whole:
             async for piece in self._whole(kwargs, model):
                 yield piece
@@ -125,6 +138,15 @@ class OpenAIProvider(ChatProvider):
                         if choice.delta and choice.delta.content:
                             deltas += 1
                             yield TextDelta(choice.delta.content)
+                        for call in (choice.delta.tool_calls if choice.delta else None) or ():
+                            deltas += 1
+                            function = call.function
+                            yield ToolCallDelta(
+                                call.index,
+                                arguments=(function.arguments if function else None) or "",
+                                id=call.id,
+                                name=function.name if function else None,
+                            )
                         if choice.finish_reason:
                             reason = choice.finish_reason
         except Exception as exc:
@@ -139,8 +161,9 @@ class OpenAIProvider(ChatProvider):
             provider=self.name,
         )
 
-    async def _whole(self, kwargs: dict[str, Any], model: str) -> AsyncIterator[TextDelta | Finish]:
-        """One non-streamed call: the answer as one delta, then its finish."""
+    async def _whole(self, kwargs: dict[str, Any], model: str) -> AsyncIterator[Chunk]:
+        """One non-streamed call: the answer as one delta (and one per tool call), then
+        its finish."""
         try:
             completion = await self._client.chat.completions.create(**kwargs)
         except Exception as exc:
@@ -153,6 +176,14 @@ class OpenAIProvider(ChatProvider):
         completion_tokens = usage.completion_tokens if usage else 0
         if text:
             yield TextDelta(text, tokens=completion_tokens or 1)
+        for number, call in enumerate(choice.message.tool_calls or ()):
+            if call.type == "function":
+                yield ToolCallDelta(
+                    number,
+                    arguments=call.function.arguments,
+                    id=call.id,
+                    name=call.function.name,
+                )
         yield Finish(
             finish_reason=_finish_reason(choice.finish_reason),
             prompt_tokens=usage.prompt_tokens if usage else 0,

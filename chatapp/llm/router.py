@@ -1,7 +1,8 @@
 """ProviderRouter: the routing policy, apart from the providers.
 
 For each request: the response cache; then the model chain (`auto`: primary, fallbacks,
-the self-hosted model last), each model behind its provider's circuit breaker and the
+the self-hosted model last; with tools or images, only the models that take them), each
+model behind its provider's circuit breaker and the
 retry policy. Before the first token a failure passes the request on to the next model;
 after it, the error is raised from the stream (the chat service stores the partial
 answer marked incomplete). A prompt too long for a model goes to one with a larger window, or is
@@ -40,6 +41,7 @@ from chatapp.llm.base import (
     Finish,
     SamplingParams,
     TextDelta,
+    ToolCallDelta,
 )
 from chatapp.llm.catalog import AUTO, SELF_HOSTED, Catalog, cost_usd
 from chatapp.llm.coalesce import coalesce
@@ -49,16 +51,22 @@ from chatapp.observability.metrics import ProviderMetrics
 
 logger = logging.getLogger(__name__)
 
-_Stream = AsyncIterator[TextDelta | Finish]
+_Stream = AsyncIterator[Chunk]
 # an attempt that answered: its stream, first chunk, when it began, its span
-_Opened = tuple[_Stream, TextDelta | Finish, float, Span]
+_Opened = tuple[_Stream, Chunk, float, Span]
 _PIECES = re.compile(r"\S+\s*|\s+")
 
 
 def estimate_tokens(messages: Sequence[ChatMessage]) -> int:
     """A provider-neutral estimate (about 4 characters a token plus per-message framing);
     external tokenizers are not shipped, and the provider has the last word anyway."""
-    return sum(len(m.content) // 4 + 4 for m in messages) + 3
+    return (
+        sum(
+            (len(m.content) + sum(len(c.name) + len(c.arguments) for c in m.tool_calls)) // 4 + 4
+            for m in messages
+        )
+        + 3
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +159,18 @@ class ProviderRouter:
         user: str | None,
         cache: CacheMode,
     ) -> AsyncIterator[Chunk]:
-        chain = self._catalog.chain(model)
+        chain = self._catalog.capable_chain(
+            model,
+            tools=params.tools is not None or any(m.uses_tools for m in messages),
+            images=any(m.images for m in messages),
+        )
         key: str | None = None
-        if self._cache is not None and (
-            cache == "on" or (cache == "auto" and params.temperature == 0)
+        # An answer to a request with tools may be tool calls, which the cache does not
+        # hold: such requests neither read nor fill it.
+        if (
+            self._cache is not None
+            and params.tools is None
+            and (cache == "on" or (cache == "auto" and params.temperature == 0))
         ):
             key = cache_key(
                 model=model or AUTO,
@@ -302,7 +318,7 @@ class ProviderRouter:
 
     async def _first(
         self, provider: ChatProvider, step: _Step, params: SamplingParams
-    ) -> tuple[_Stream, TextDelta | Finish, float]:
+    ) -> tuple[_Stream, Chunk, float]:
         attempt_started = self._clock()
         agen = provider.stream(step.messages, params, model=step.entry.provider_model)
         if step.entry.provider != SELF_HOSTED:  # its deployment coalesces its own stream
@@ -325,7 +341,7 @@ class ProviderRouter:
         self,
         entry: ModelEntry,
         agen: _Stream,
-        first: TextDelta | Finish,
+        first: Chunk,
         started: float,
         attempt_started: float,
         key: str | None,
@@ -341,7 +357,8 @@ class ProviderRouter:
         # time its failed attempts took.
         deadline = attempt_started + self._timeouts.total_s
         parts: list[str] = []
-        chunk: TextDelta | Finish = first
+        called = False  # tool calls are not cached
+        chunk: Chunk = first
         try:
             while True:
                 if isinstance(chunk, Finish):
@@ -360,11 +377,14 @@ class ProviderRouter:
                         self._metrics.tokens_per_s.labels(*labels).observe(
                             finish.completion_tokens / elapsed
                         )
-                    if key is not None and self._cache is not None and parts:
+                    if key is not None and self._cache is not None and parts and not called:
                         await self._cache.set(key, _answer(parts, finish))
                     yield finish
                     return
-                parts.append(chunk.text)
+                if isinstance(chunk, ToolCallDelta):
+                    called = True
+                else:
+                    parts.append(chunk.text)
                 yield chunk
                 remaining = deadline - self._clock()
                 if remaining <= 0:

@@ -29,6 +29,7 @@ _STATUS: list[tuple[type[errors.ChatAppError], int]] = [
     (errors.NotFound, 404),
     (errors.PermissionDenied, 403),
     (errors.ContextWindowExceeded, 400),
+    (errors.Unsupported, 400),
     (errors.InvalidRequest, 422),
     (errors.PayloadTooLarge, 413),
     (errors.Conflict, 409),
