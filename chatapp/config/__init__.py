@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatapp.config.auth import AuthSettings, OidcProvider
 from chatapp.config.base import PLACEHOLDER_SECRETS
+from chatapp.config.embeddings import EmbeddingsSettings
 from chatapp.config.models import LLMSettings, ModelEntry, ProviderEndpoint, ProvidersSettings
 from chatapp.config.observability import LogSettings, ReadinessSettings
 from chatapp.config.rag import RagSettings
@@ -28,6 +29,7 @@ __all__ = [
     "CacheSettings",
     "ChatSettings",
     "DatabaseSettings",
+    "EmbeddingsSettings",
     "LLMSettings",
     "LogSettings",
     "ModelEntry",
@@ -69,6 +71,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
+    embeddings: EmbeddingsSettings = Field(default_factory=EmbeddingsSettings)
     logs: LogSettings = Field(default_factory=LogSettings)
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
