@@ -18,8 +18,9 @@ class EmbeddingsSettings(BaseSettings):
         256, ge=1, description="Most texts one request may embed (413 above)."
     )
     max_input_tokens: int = Field(
-        256,
+        254,
         ge=1,
-        description="Longest text in tokens of the embedding model (413 above); "
-        "all-MiniLM-L6-v2 reads 256 at most, so longer texts would be cut silently.",
+        description="Longest text in tokens of the embedding model (413 above): "
+        "all-MiniLM-L6-v2 reads 256 with its two special tokens and would cut longer texts "
+        "silently.",
     )
