@@ -14,9 +14,7 @@ class EmbeddingsSettings(BaseSettings):
 
     model_config = section("EMBEDDINGS_")
 
-    max_inputs: int = Field(
-        256, ge=1, description="Most texts one request may embed (413 above)."
-    )
+    max_inputs: int = Field(256, ge=1, description="Most texts one request may embed (413 above).")
     max_input_tokens: int = Field(
         254,
         ge=1,

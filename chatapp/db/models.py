@@ -208,8 +208,6 @@ class StoredResponse(Base):
     previous_response_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
     # `metadata` is the declarative base's own attribute: the column keeps the API's name.
-    request_metadata: Mapped[dict[str, str] | None] = mapped_column(
-        "metadata", JSON, nullable=True
-    )
+    request_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
