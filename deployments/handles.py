@@ -8,7 +8,8 @@ one place where Ray's errors become ChatApp's.
   `StreamError` (`to_wire`), and the caller raises it again as its own class
   (`from_wire`, through `errors.from_code`), wherever in the stream it happened.
 - `RouterHandle` is the `ModelRouter` port over the ChatRouter deployment (plus the
-  catalog); `RetrievalHandle` is the `Retriever` port over Retrieval.
+  catalog); `RetrievalHandle` is the `Retriever` port over Retrieval, and the
+  `TextEmbedder` port of /v1/embeddings.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from chatapp import errors
 from chatapp.cache.responses import CacheMode
 from chatapp.errors import ChatAppError, ServiceUnavailable
 from chatapp.llm.base import ChatMessage, Chunk, SamplingParams
+from chatapp.openai_api.embeddings import EmbeddingResult
 from chatapp.rag.schemas import KnowledgeBasePublic, RetrievedChunk
 
 logger = logging.getLogger(__name__)
@@ -163,3 +165,10 @@ class RetrievalHandle:
             unavailable="knowledge-base search is unavailable",
         )
         return items
+
+    async def embed(self, texts: list[str], *, max_input_tokens: int) -> EmbeddingResult:
+        result: EmbeddingResult = await call(
+            self._handle.embed.remote(texts, max_input_tokens=max_input_tokens),
+            unavailable="embedding is unavailable",
+        )
+        return result
