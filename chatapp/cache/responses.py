@@ -2,8 +2,9 @@
 
 The key is a hash of the model asked for, the normalised messages (their images, tool
 calls and tool results included) and the sampling parameters (and the user, in per-user
-scope), so only the very same request is answered from it: multi-turn chats never get a stale answer meant for another context. Redis
-(`redis.asyncio`) when configured, so every router replica shares it; in-process otherwise.
+scope), so only the very same request is answered from it: multi-turn chats never get a
+stale answer meant for another context. Redis (`redis.asyncio`) when configured, so every
+router replica shares it; in-process otherwise.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from chatapp.config import CacheSettings, RedisSettings
-from chatapp.llm.base import ChatMessage, SamplingParams
+from chatapp.llm.base import ChatMessage, Finish, SamplingParams, TextDelta
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,40 @@ class CachedAnswer:
     completion_tokens: int
     model: str
     provider: str
+
+
+_PIECES = re.compile(r"\S+\s*|\s+")
+
+
+def answer_of(parts: list[str], finish: Finish) -> CachedAnswer:
+    """What the cache keeps of a text answer."""
+    return CachedAnswer(
+        text="".join(parts),
+        finish_reason=finish.finish_reason,
+        prompt_tokens=finish.prompt_tokens,
+        completion_tokens=finish.completion_tokens,
+        model=finish.model,
+        provider=finish.provider,
+    )
+
+
+async def replay(hit: CachedAnswer) -> AsyncIterator[TextDelta | Finish]:
+    """A cached answer streams like a fresh one (word by word), marked cached, free."""
+    for piece in _PIECES.findall(hit.text):
+        yield TextDelta(piece)
+    yield replay_finish(hit)
+
+
+def replay_finish(hit: CachedAnswer) -> Finish:
+    return Finish(
+        finish_reason=hit.finish_reason,
+        prompt_tokens=hit.prompt_tokens,
+        completion_tokens=hit.completion_tokens,
+        model=hit.model,
+        provider=hit.provider,
+        cost_usd=0.0,
+        cached=True,
+    )
 
 
 def _normalise(text: str) -> str:

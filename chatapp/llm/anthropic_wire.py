@@ -118,12 +118,10 @@ def tools_kwargs(config: ToolConfig) -> dict[str, Any]:
         }
         for spec in config.tools
     ]
-    choice: dict[str, Any] = {
-        "auto": {"type": "auto"},
-        "required": {"type": "any"},
-        "none": {"type": "none"},
-        "function": {"type": "tool", "name": config.function},
-    }[config.choice]
+    kind = {"auto": "auto", "required": "any", "none": "none", "function": "tool"}[config.choice]
+    choice: dict[str, Any] = {"type": kind}
+    if config.choice == "function":
+        choice["name"] = config.function
     if not config.parallel and config.choice != "none":
         choice["disable_parallel_tool_use"] = True
     return {"tools": tools, "tool_choice": choice}

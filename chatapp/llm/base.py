@@ -67,6 +67,14 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant message's calls
     tool_call_id: str | None = None  # a tool message: the call it answers
 
+    def __setstate__(self, state: Sequence[Any]) -> None:
+        """Unpickle; a message pickled by an older version (a detached shard actor outlives
+        an upgrade) has only role and content: the newer fields take their defaults."""
+        names = ("role", "content", "parts", "tool_calls", "tool_call_id")
+        values = (*state, *((), (), None)[len(state) - 2 :])
+        for name, value in zip(names, values, strict=True):
+            object.__setattr__(self, name, value)
+
     @property
     def images(self) -> tuple[ImagePart, ...]:
         return tuple(p for p in self.parts if isinstance(p, ImagePart))

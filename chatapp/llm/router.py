@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +21,14 @@ from typing import Literal
 
 from opentelemetry.trace import Span
 
-from chatapp.cache.responses import CachedAnswer, CacheMode, ResponseCache, cache_key
+from chatapp.cache.responses import (
+    CacheMode,
+    ResponseCache,
+    answer_of,
+    cache_key,
+    replay,
+    replay_finish,
+)
 from chatapp.chat.context import fit_messages
 from chatapp.config import ModelEntry, Settings
 from chatapp.errors import (
@@ -40,7 +46,6 @@ from chatapp.llm.base import (
     Chunk,
     Finish,
     SamplingParams,
-    TextDelta,
     ToolCallDelta,
 )
 from chatapp.llm.catalog import AUTO, SELF_HOSTED, Catalog, cost_usd
@@ -54,7 +59,6 @@ logger = logging.getLogger(__name__)
 _Stream = AsyncIterator[Chunk]
 # an attempt that answered: its stream, first chunk, when it began, its span
 _Opened = tuple[_Stream, Chunk, float, Span]
-_PIECES = re.compile(r"\S+\s*|\s+")
 
 
 def estimate_tokens(messages: Sequence[ChatMessage]) -> int:
@@ -182,8 +186,8 @@ class ProviderRouter:
             self._metrics.cache.labels("hit" if hit else "miss").inc()
             span.set_attribute("chatapp.cache", "hit" if hit else "miss")
             if hit is not None:
-                tracing.finished(span, _replay_finish(hit))
-                async for chunk in self._coalesced(_replay(hit)):
+                tracing.finished(span, replay_finish(hit))
+                async for chunk in self._coalesced(replay(hit)):
                     yield chunk
                 return
 
@@ -378,7 +382,7 @@ class ProviderRouter:
                             finish.completion_tokens / elapsed
                         )
                     if key is not None and self._cache is not None and parts and not called:
-                        await self._cache.set(key, _answer(parts, finish))
+                        await self._cache.set(key, answer_of(parts, finish))
                     yield finish
                     return
                 if isinstance(chunk, ToolCallDelta):
@@ -419,36 +423,6 @@ async def _close(agen: _Stream) -> None:
     if aclose is not None:
         with contextlib.suppress(Exception):
             await aclose()
-
-
-def _answer(parts: list[str], finish: Finish) -> CachedAnswer:
-    return CachedAnswer(
-        text="".join(parts),
-        finish_reason=finish.finish_reason,
-        prompt_tokens=finish.prompt_tokens,
-        completion_tokens=finish.completion_tokens,
-        model=finish.model,
-        provider=finish.provider,
-    )
-
-
-async def _replay(hit: CachedAnswer) -> _Stream:
-    """A cached answer streams like a fresh one (word by word), marked cached, free."""
-    for piece in _PIECES.findall(hit.text):
-        yield TextDelta(piece)
-    yield _replay_finish(hit)
-
-
-def _replay_finish(hit: CachedAnswer) -> Finish:
-    return Finish(
-        finish_reason=hit.finish_reason,
-        prompt_tokens=hit.prompt_tokens,
-        completion_tokens=hit.completion_tokens,
-        model=hit.model,
-        provider=hit.provider,
-        cost_usd=0.0,
-        cached=True,
-    )
 
 
 def _final_error(errors: list[tuple[ModelEntry, ChatAppError]]) -> ChatAppError:

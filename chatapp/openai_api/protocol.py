@@ -1,5 +1,6 @@
 """OpenAI-compatible wire models for /v1. Unknown fields are accepted and logged (clients
-send many optional ones); everything else is validated."""
+send many optional ones); everything else is validated. The fields whose silent ignoring
+would change the answer are refused by `chatapp.openai_api.convert` (400)."""
 
 from __future__ import annotations
 
@@ -23,14 +24,48 @@ class _Wire(BaseModel):
         return self
 
 
-class ChatCompletionMessage(_Wire):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]] | None = None
+_TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # what OpenAI and Anthropic both accept
 
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
-        return self.content or ""
+
+class FunctionCall(_Wire):
+    name: str = Field(..., pattern=_TOOL_NAME)
+    arguments: str = Field("", description="The call's arguments as JSON text.")
+
+
+class ToolCallWire(_Wire):
+    id: str = Field(..., min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatCompletionMessage(_Wire):
+    # "function" (the legacy role) is read only to be refused with a clear message
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    # parts are read loosely ({"type", ...}) so an unserved type gets a 400 naming it
+    content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallWire] | None = None
+    tool_call_id: str | None = Field(None, min_length=1, max_length=256)
+
+
+class FunctionDefinition(_Wire):
+    name: str = Field(..., pattern=_TOOL_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments.")
+    strict: bool | None = None
+
+
+class ToolDefinition(_Wire):
+    type: str = Field(..., min_length=1)  # "function" is served; others are refused
+    function: FunctionDefinition | None = None
+
+
+class NamedFunction(_Wire):
+    name: str = Field(..., pattern=_TOOL_NAME)
+
+
+class NamedToolChoice(_Wire):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(_Wire):
@@ -49,6 +84,9 @@ class ChatCompletionRequest(_Wire):
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(1, ge=1, le=1, description="Only one choice is supported.")
+    tools: list[ToolDefinition] | None = Field(None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 def completion_id() -> str:
@@ -65,6 +103,8 @@ class ModelCard(BaseModel):
     created: int = 0
     owned_by: str = "chatapp"
     context_window: int | None = None
+    supports_tools: bool | None = None
+    supports_images: bool | None = None
 
 
 class ModelList(BaseModel):

@@ -10,6 +10,10 @@ With nothing enqueued a server answers `default` (a short reply). Faults: `Statu
 (500, 503, 429 with retry-after, 400 context too long, ...), `Hang` (no byte for a while),
 `Reply(cut_after=N)` (the connection drops after N tokens), `Malformed` (an event that is
 not JSON). Connection refused: `refused_url()`, a port nothing listens on.
+
+Tools and images (`tests.fakes.provider_tools`): requests are checked as the real APIs
+check tool definitions, tool calls, tool results and images (400 otherwise), and
+`Reply(tool_calls=(Call(name, arguments),))` answers with tool calls in the vendor's shape.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes import provider_tools
+from tests.fakes.provider_tools import Call
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -37,6 +44,7 @@ class Reply:
     cut_after: int | None = None  # drop the connection after this many tokens
     token_delay_s: float = 0.0
     finish_reason: str = "stop"
+    tool_calls: tuple[Call, ...] = ()  # the answer calls these tools (after its text)
 
     def tokens(self) -> list[str]:
         words = self.text.split(" ")
@@ -149,6 +157,9 @@ class FakeProviderServer:
     async def _handle(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(_Recorded(request.url.path, dict(request.headers), body))
+        problem = self.problem(body)
+        if problem is not None:  # as the real API refuses a malformed tool or image
+            return JSONResponse(self.error_body(Status(400, message=problem)), status_code=400)
         behaviour = self._next()
         if isinstance(behaviour, Hang):
             await asyncio.sleep(behaviour.seconds)
@@ -164,11 +175,13 @@ class FakeProviderServer:
             return StreamingResponse(_once(self.malformed), media_type="text/event-stream")
         if not body.get("stream"):  # answered once the whole reply is generated
             await asyncio.sleep(behaviour.token_delay_s * len(behaviour.tokens()))
-            return JSONResponse(self.json_reply(behaviour, body))
+            answer = (self.tool_json if behaviour.tool_calls else self.json_reply)(behaviour, body)
+            return JSONResponse(answer)
         return StreamingResponse(self._events(behaviour, body), media_type="text/event-stream")
 
     async def _events(self, reply: Reply, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        for i, frame in enumerate(self.sse(reply, body)):
+        frames = (self.tool_sse if reply.tool_calls else self.sse)(reply, body)
+        for i, frame in enumerate(frames):
             if reply.cut_after is not None and i >= self.frames_before_tokens + reply.cut_after:
                 raise ConnectionAbortedError("simulated cut")  # uvicorn drops the connection
             if i > self.frames_before_tokens and reply.token_delay_s:
@@ -181,6 +194,18 @@ class FakeProviderServer:
     malformed = b'data: {"id": "x", "choices": [ not json\n\n'
 
     def sse(self, reply: Reply, body: dict[str, Any]) -> Iterator[str]:
+        raise NotImplementedError
+
+    def problem(self, body: dict[str, Any]) -> str | None:
+        """What the real API would refuse in `body`, or None."""
+        return None
+
+    def tool_sse(self, reply: Reply, body: dict[str, Any]) -> Iterator[str]:
+        """The stream of an answer with tool calls."""
+        raise NotImplementedError
+
+    def tool_json(self, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
+        """The whole answer with tool calls."""
         raise NotImplementedError
 
     def json_reply(self, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
@@ -220,6 +245,9 @@ class FakeOpenAI(FakeProviderServer):
         }
         return f"data: {json.dumps(payload)}\n\n"
 
+    def problem(self, body: dict[str, Any]) -> str | None:
+        return provider_tools.openai_problem(body)
+
     def sse(self, reply: Reply, body: dict[str, Any]) -> Iterator[str]:
         tokens = reply.tokens()
         yield self._chunk(
@@ -240,6 +268,32 @@ class FakeOpenAI(FakeProviderServer):
             }
             yield self._chunk(body, [], usage=usage)
         yield "data: [DONE]\n\n"
+
+    def tool_sse(self, reply: Reply, body: dict[str, Any]) -> Iterator[str]:
+        """Text (if any), then each call's pieces, finish reason tool_calls, usage."""
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": None}]
+        deltas += [{"content": t} for t in reply.tokens() if reply.text]
+        deltas += provider_tools.openai_tool_deltas(reply.tool_calls)
+        for delta in deltas:
+            yield self._chunk(body, [{"index": 0, "delta": delta, "finish_reason": None}])
+        yield self._chunk(body, [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])
+        if (body.get("stream_options") or {}).get("include_usage"):
+            prompt, completion = _prompt_tokens(body), len(deltas)
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+            yield self._chunk(body, [], usage=usage)
+        yield "data: [DONE]\n\n"
+
+    def tool_json(self, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
+        answer = self.json_reply(reply, body)
+        answer["choices"][0]["message"] = provider_tools.openai_message(
+            reply.text, reply.tool_calls
+        )
+        answer["choices"][0]["finish_reason"] = "tool_calls"
+        return answer
 
     def json_reply(self, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
         prompt, completion = _prompt_tokens(body), len(reply.tokens())
@@ -357,3 +411,44 @@ class FakeAnthropic(FakeProviderServer):
             503: "api_error",
         }.get(status.status, "invalid_request_error")
         return {"type": "error", "error": {"type": kind, "message": status.message}}
+
+    # -- tool calls (tests.fakes.provider_tools) -------------------------------------
+
+    def problem(self, body: dict[str, Any]) -> str | None:
+        return provider_tools.anthropic_problem(body)
+
+    def tool_sse(self, reply: Reply, body: dict[str, Any]) -> Iterator[str]:
+        """message_start, a text block if the reply has text, a tool_use block per call
+        (its input as input_json_delta pieces), stop reason tool_use."""
+        start = self.json_reply(Reply(""), body) | {"content": [], "stop_reason": None}
+        start["usage"] = {"input_tokens": _prompt_tokens(body), "output_tokens": 1}
+        yield self._event("message_start", {"type": "message_start", "message": start})
+        first = 0
+        if reply.text:
+            block = {"type": "text", "text": ""}
+            yield self._event(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": block},
+            )
+            for token in reply.tokens():
+                delta = {"type": "text_delta", "text": token}
+                yield self._event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                )
+            yield self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            first = 1
+        yield from provider_tools.anthropic_tool_events(self._event, reply.tool_calls, first)
+        yield self._event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": len(reply.tokens()) + len(reply.tool_calls)},
+            },
+        )
+        yield self._event("message_stop", {"type": "message_stop"})
+
+    def tool_json(self, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
+        content = provider_tools.anthropic_content(reply.text, reply.tool_calls)
+        return self.json_reply(reply, body) | {"content": content, "stop_reason": "tool_use"}

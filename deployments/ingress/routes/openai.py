@@ -3,7 +3,11 @@ the official `openai` SDK works unchanged with base_url=http://host:8000/v1.
 
 RAG is opt-in here (clients send their own prompts): `knowledge_base_id` and/or `rag`
 in the request body (`extra_body` in the SDK) ground the answer in a knowledge base, and
-the response (the last streamed chunk) carries `sources`."""
+the response (the last streamed chunk) carries `sources`.
+
+Tools, tool calls and images travel in OpenAI's shapes (`chatapp.openai_api.convert` reads
+them, `chatapp.llm.openai_wire` writes the answer's calls); fields that would be silently
+ignored while they change the answer are refused (400, listed in that module)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chatapp.errors import ChatAppError
-from chatapp.llm.base import ChatMessage, Finish, TextDelta, collect
+from chatapp.llm.base import Finish, TextDelta, ToolCallDelta, collect
+from chatapp.llm.openai_wire import tool_call, tool_call_delta
+from chatapp.openai_api.convert import refuse_unserved, to_messages, tool_config
 from chatapp.openai_api.protocol import (
     ChatCompletionRequest,
     ModelCard,
@@ -30,8 +36,6 @@ from deployments.ingress.errors import error_body
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
-_ROLES = {"developer": "system"}
-
 
 @router.get("/models")
 async def list_models(state: StateDep, _user: ApiUser) -> ModelList:
@@ -42,6 +46,8 @@ async def list_models(state: StateDep, _user: ApiUser) -> ModelList:
                 id=m["model"],
                 context_window=m.get("context_window"),
                 owned_by=str(m.get("provider") or "chatapp"),
+                supports_tools=m.get("supports_tools"),
+                supports_images=m.get("supports_images"),
             )
             for m in models
         ]
@@ -65,14 +71,12 @@ def _usage(finish: Finish) -> dict[str, Any]:
 async def chat_completions(
     body: ChatCompletionRequest, state: StateDep, user: ApiChatUser, cache: CacheModeDep
 ) -> Response:
+    refuse_unserved(body)
     rag = RagOptions.model_validate(body.model_extra or {})
     chat = state.chat
     answer = await chat.complete(
         user_id=user.id,
-        messages=[
-            ChatMessage(_ROLES.get(m.role, m.role), m.text())  # type: ignore[arg-type]
-            for m in body.messages
-        ],
+        messages=to_messages(body),
         params=chat.sampling_params(
             max_tokens=body.max_completion_tokens or body.max_tokens,
             temperature=body.temperature,
@@ -80,6 +84,7 @@ async def chat_completions(
             stop=[body.stop] if isinstance(body.stop, str) else body.stop or (),
             seed=body.seed,
             whole=not body.stream,
+            tools=tool_config(body),
         ),
         model=None if body.model == "auto" else body.model,
         cache=cache,
@@ -95,6 +100,10 @@ async def chat_completions(
         finally:
             await answer.chunks.aclose()
         finish = completion.finish
+        message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+        if completion.tool_calls:
+            message["content"] = completion.text or None
+            message["tool_calls"] = [tool_call(c) for c in completion.tool_calls]
         return JSONResponse(
             {
                 "id": ident,
@@ -104,7 +113,7 @@ async def chat_completions(
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": completion.text},
+                        "message": message,
                         "finish_reason": finish.finish_reason,
                     }
                 ],
@@ -132,6 +141,9 @@ async def chat_completions(
             async for chunk in answer.chunks:
                 if isinstance(chunk, TextDelta):
                     yield ServerSentEvent(frame({"content": chunk.text}))
+                    continue
+                if isinstance(chunk, ToolCallDelta):
+                    yield ServerSentEvent(frame({"tool_calls": [tool_call_delta(chunk)]}))
                     continue
                 last = json.loads(frame({}, chunk.finish_reason, chunk.model))
                 if sources:
