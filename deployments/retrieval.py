@@ -15,10 +15,13 @@ import contextlib
 import logging
 from typing import Any
 
+import numpy as np
 from ray import serve
 
 from chatapp.config import RagSettings, ServeSettings
 from chatapp.errors import InvalidRequest, NotFound
+from chatapp.openai_api.embeddings import EmbeddingResult, check_lengths
+from chatapp.rag.chunking import chunker_for
 from chatapp.rag.embedder import Embedder, Vectors, model_label
 from chatapp.rag.schemas import KnowledgeBasePublic, RetrievedChunk
 from chatapp.rag.store import LoadedIndex, store_for
@@ -117,6 +120,30 @@ class Retrieval:
         assert self._embedder is not None
         vectors = await asyncio.to_thread(self._embedder.encode, queries)
         return [vectors[i : i + 1] for i in range(len(queries))]
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _embed_texts(self, requests: list[list[str]]) -> list[Vectors]:
+        """Several /v1/embeddings requests' texts in one call of the embedder."""
+        assert self._embedder is not None
+        vectors = await asyncio.to_thread(self._embedder.encode, [t for r in requests for t in r])
+        ends = np.cumsum([len(r) for r in requests])
+        return np.split(vectors, ends[:-1])
+
+    async def embed(self, texts: list[str], *, max_input_tokens: int) -> EmbeddingResult:
+        """/v1/embeddings: `texts` embedded as knowledge-base chunks are, with their length
+        in the tokens chunks are counted in; `PayloadTooLarge` (nothing embedded) for one
+        longer than `max_input_tokens`."""
+        rag = self._rag
+        chunker = await asyncio.to_thread(
+            chunker_for, rag.embedding_model, rag.chunk_tokens, rag.chunk_overlap
+        )
+        tokens = await asyncio.to_thread(lambda: [chunker.count_tokens(t) for t in texts])
+        check_lengths(tokens, max_input_tokens=max_input_tokens)
+        if self._embedder is None:
+            async with self._lock:
+                if self._embedder is None:
+                    self._embedder = await asyncio.to_thread(Embedder, rag.embedding_model)
+        return EmbeddingResult(await self._embed_texts(texts), tokens)
 
     async def search(
         self,
