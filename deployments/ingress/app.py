@@ -39,10 +39,12 @@ from deployments.ingress.routes import (
     account,
     auth,
     conversations,
+    embeddings,
     health,
     knowledge,
     metrics,
     openai,
+    responses,
     usage,
 )
 from deployments.ingress.web import mount_web
@@ -78,6 +80,8 @@ def create_api(
     api.include_router(account.router)
     api.include_router(conversations.router)
     api.include_router(openai.router)
+    api.include_router(responses.router)
+    api.include_router(embeddings.router)
     api.include_router(usage.router)
     if state.settings.metrics_access() != "off":
         api.include_router(metrics.router)
