@@ -25,6 +25,7 @@ from chatapp.chat.ports import ReplyRecord, TurnStart
 from chatapp.chat.schemas import MessagePublic
 from chatapp.config import Settings
 from chatapp.db.engine import make_engine, make_sessionmaker
+from chatapp.logs import configure_logging
 from chatapp.observability.metrics import ShardMetrics
 from chatapp.observability.tracing import continued
 from deployments.observe import RayInstruments
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 class ConversationShard:
     def __init__(self, settings: Settings, index: int) -> None:
         self._index = index
+        configure_logging(settings.logs, environment=settings.environment)
         setup_actor_tracing(settings.tracing)
         self._engine = make_engine(settings.database)
         self._store = ConversationStore(

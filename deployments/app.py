@@ -30,7 +30,7 @@ def compose(settings: Settings) -> Application:
         ray_actor_options={"num_cpus": settings.llm.num_cpus, "num_gpus": settings.llm.num_gpus},
         logging_config=logging_config,
         **shutdown,
-    ).bind(settings.llm, settings.serve)
+    ).bind(settings.llm, settings.serve, settings.logs, settings.environment)
     router = ChatRouter.options(  # type: ignore[attr-defined]
         autoscaling_config=router_autoscaling(settings.serve),
         max_ongoing_requests=settings.serve.router_max_ongoing_requests,

@@ -14,11 +14,12 @@ from opentelemetry.trace import Span
 from ray import serve
 
 from chatapp.chat.context import fit_messages
-from chatapp.config import LLMSettings, ServeSettings
+from chatapp.config import LLMSettings, LogSettings, ServeSettings
 from chatapp.errors import InvalidRequest
 from chatapp.llm.base import ChatMessage, Chunk, Finish, SamplingParams
 from chatapp.llm.coalesce import coalesce
 from chatapp.llm.engines import build_chat_engine
+from chatapp.logs import configure_logging
 from chatapp.observability import tracing
 from deployments.handles import StreamError, to_wire
 
@@ -27,7 +28,11 @@ logger = logging.getLogger(__name__)
 
 @serve.deployment(name="SelfHostedLLM")
 class SelfHostedLLM:
-    async def __init__(self, llm: LLMSettings, serve_settings: ServeSettings) -> None:
+    async def __init__(
+        self, llm: LLMSettings, serve_settings: ServeSettings, logs: LogSettings, environment: str
+    ) -> None:
+        # the engine's log lines (load, prompt fitting, failures) as the ingress writes them
+        configure_logging(logs, environment=environment)
         self._engine = build_chat_engine(llm)
         self._engine_kind = llm.engine
         await self._engine.start()
