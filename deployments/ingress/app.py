@@ -42,6 +42,7 @@ from deployments.ingress.routes import (
     embeddings,
     health,
     knowledge,
+    messages,
     metrics,
     openai,
     responses,
@@ -80,6 +81,7 @@ def create_api(
     api.include_router(account.router)
     api.include_router(conversations.router)
     api.include_router(openai.router)
+    api.include_router(messages.router)
     api.include_router(responses.router)
     api.include_router(embeddings.router)
     api.include_router(usage.router)
@@ -104,6 +106,9 @@ def create_api(
                 "X-ChatApp-Refresh",
                 "Idempotency-Key",
                 REQUEST_ID_HEADER,
+                "x-api-key",  # Anthropic's SDKs (in a browser) send these
+                "anthropic-version",
+                "anthropic-beta",
             ],
             expose_headers=[
                 "Retry-After",

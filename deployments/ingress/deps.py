@@ -106,8 +106,22 @@ async def get_current_user(state: StateDep, token: BearerDep) -> Principal:
     )
 
 
-async def get_api_user(state: StateDep, token: BearerDep) -> Principal:
-    """A logged-in user or an API key (`Authorization: Bearer cak_…`), for /v1."""
+ApiKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="x-api-key",
+        description="An API key (`cak_…`) as Anthropic's SDKs send it; the same as "
+        "`Authorization: Bearer cak_…`, which wins when both are sent.",
+    ),
+]
+
+
+async def get_api_user(
+    state: StateDep, token: BearerDep, x_api_key: ApiKeyHeader = None
+) -> Principal:
+    """A logged-in user or an API key (`Authorization: Bearer cak_…`, or `x-api-key:
+    cak_…` as Anthropic's SDKs send it), for /v1."""
+    token = token or x_api_key
     if token and token.startswith(API_KEY_PREFIX):
         return await credentials.principal_for_api_key(
             sessionmaker=state.sessionmaker, cache=state.credentials, key=token

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import uvicorn
@@ -340,9 +340,21 @@ class FakeAnthropic(FakeProviderServer):
     def _event(name: str, data: dict[str, Any]) -> str:
         return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
-    def sse(self, reply: Reply, body: dict[str, Any]) -> Iterator[str]:
-        tokens = reply.tokens()
+    @staticmethod
+    def _stopped(reply: Reply, body: dict[str, Any]) -> tuple[Reply, str, str | None]:
+        """The reply cut before the first of the request's `stop_sequences` it holds, as
+        the real API does: (reply, stop_reason, stop_sequence)."""
+        hits = [(reply.text.find(s), s) for s in body.get("stop_sequences") or ()]
+        hits = [(at, s) for at, s in hits if at >= 0]
+        if hits:
+            at, sequence = min(hits)
+            return replace(reply, text=reply.text[:at]), "stop_sequence", sequence
         stop = {"stop": "end_turn", "length": "max_tokens"}.get(reply.finish_reason, "end_turn")
+        return reply, stop, None
+
+    def sse(self, reply: Reply, body: dict[str, Any]) -> Iterator[str]:
+        reply, stop, sequence = self._stopped(reply, body)
+        tokens = reply.tokens()
         yield self._event(
             "message_start",
             {
@@ -382,23 +394,22 @@ class FakeAnthropic(FakeProviderServer):
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "delta": {"stop_reason": stop, "stop_sequence": sequence},
                 "usage": {"output_tokens": len(tokens)},
             },
         )
         yield self._event("message_stop", {"type": "message_stop"})
 
     def json_reply(self, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
+        reply, stop, sequence = self._stopped(reply, body)
         return {
             "id": "msg_fake",
             "type": "message",
             "role": "assistant",
             "model": body.get("model", "fake"),
             "content": [{"type": "text", "text": reply.text}],
-            "stop_reason": {"stop": "end_turn", "length": "max_tokens"}.get(
-                reply.finish_reason, "end_turn"
-            ),
-            "stop_sequence": None,
+            "stop_reason": stop,
+            "stop_sequence": sequence,
             "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": len(reply.tokens())},
         }
 
