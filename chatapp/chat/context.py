@@ -49,7 +49,8 @@ def fit_messages(
         else:
             hi = mid - 1
     kept = turns[len(turns) - lo :]
-    # A reply without the question it answers is noise: start on a user turn if possible.
-    while len(kept) > 1 and kept[0].role == "assistant":
+    # A reply without the question it answers is noise, and a tool's result without the
+    # call it answers is refused by providers: start on a user turn if possible.
+    while len(kept) > 1 and kept[0].role in ("assistant", "tool"):
         kept = kept[1:]
     return system + kept

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from chatapp.cache.responses import cache_key
+from chatapp.chat.context import fit_messages
 from chatapp.config import Settings
 from chatapp.errors import InvalidRequest, PayloadTooLarge, Unsupported
 from chatapp.llm.anthropic_wire import to_anthropic, tools_kwargs
@@ -335,3 +336,22 @@ def test_messages_pickled_by_an_older_version_still_load() -> None:
     assert message == ChatMessage("user", "hi") and not message.uses_tools
     again = pickle.loads(pickle.dumps(ChatMessage("tool", "18 C", tool_call_id="c1")))
     assert again == ChatMessage("tool", "18 C", tool_call_id="c1")
+
+
+def test_a_trimmed_history_never_starts_with_a_tool_result_cut_from_its_call() -> None:
+    called = ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "f", "{}"),))
+    history = [
+        ChatMessage("system", "Be brief."),
+        ChatMessage("user", "old question " * 50),
+        called,
+        ChatMessage("tool", "result " * 20, tool_call_id="c1"),
+        ChatMessage("user", "new question"),
+    ]
+    fitted = fit_messages(
+        history,
+        count_tokens=lambda ms: sum(len(m.content) // 4 + 4 for m in ms),
+        context_window=120,
+        reserve_tokens=40,
+    )
+    assert [m.role for m in fitted] == ["system", "user"]
+    assert fitted[-1].content == "new question"
