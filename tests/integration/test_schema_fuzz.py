@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -26,6 +26,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from actors.client import kill_shards
+from chatapp.anthropic_api.errors import ErrorType
 from chatapp.config import RagSettings, Settings
 from deployments.app import build_app
 from pipelines.build_index import build_index
@@ -82,7 +83,7 @@ def fuzz_schema(fuzz_app: str) -> Any:
 
 
 def error_envelope(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Every 4xx is the OpenAI error envelope."""
+    """Every 4xx is the OpenAI error envelope (Anthropic's on Anthropic's /v1/messages)."""
     if not 400 <= response.status_code < 500:
         return None
     try:
@@ -92,6 +93,11 @@ def error_envelope(ctx: Any, response: Any, case: Any) -> bool | None:
             f"{response.status_code} is not JSON: {response.headers.get('content-type')} "
             f"{response.content[:200]!r}"
         ) from None
+    if case.path == "/v1/messages":
+        assert isinstance(body, dict) and body.get("type") == "error", body
+        assert set(body) <= {"type", "error", "request_id"}, body
+        assert body["error"]["type"] in get_args(ErrorType) and body["error"]["message"], body
+        return True
     assert isinstance(body, dict) and set(body) == {"error"}, body
     error = body["error"]
     assert {"message", "type", "param", "code"} <= set(error), error
