@@ -1,16 +1,23 @@
 """Knowledge-base benchmarks, each against a baseline measured in the same run.
 
-1. Index build: the Ray Data pipeline (`pipelines/build_index.py`: read, hash, parse,
-   chunk, embed in an actor pool, FAISS, Parquet) against a plain single-process loop
-   doing the same work with sentence-transformers on the same corpus (the project's
-   README and docs/, copied `--copies` times). Both include loading the model.
-2. Retrieval latency: one query embedded with the real model, then FAISS top-k over
+1. Embedding stage, one core: the corpus's chunks embedded in one thread, step by step:
+   today's calls of 64 chunks on PyTorch (the baseline), calls of 512 sorted by length,
+   ONNX Runtime float32, ONNX Runtime int8 (the ONNX exports are made first, timed apart).
+2. Index build: the Ray Data pipeline (`pipelines/build_index.py`: read, hash, parse,
+   chunk, embed in an actor pool, FAISS + BM25, Parquet) as it ran before (PyTorch, one
+   actor, calls of 64) against its defaults now (int8 ONNX Runtime, one actor per CPU,
+   length-sorted windows), on the same corpus (the project's README and docs/, copied
+   `--copies` times); both include loading the model. `--plain` adds the plain
+   single-process sentence-transformers loop.
+3. Retrieval latency: one query embedded with the real model, then FAISS top-k over
    10k and 100k chunks. The vectors of the 10k / 100k indexes are synthetic (random unit
    vectors, 384 dimensions): the search cost depends on their number, not their meaning.
    10k is exact (IndexFlatIP); at 100k both exact and HNSW (what RAG_EXACT_MAX_VECTORS
    picks above 50k) are measured.
 
-    python bench/rag.py [--copies 8] [--concurrency 2] [--queries 300]
+    python bench/rag.py [--copies 8] [--queries 300] [--plain]
+
+For the embedding stage alone on a GPU (no Ray, no ChatApp) see bench/embed_gpu.py.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from chatapp.config import RagSettings  # noqa: E402
 from chatapp.rag.chunking import chunker_for  # noqa: E402
 from chatapp.rag.documents import load_document  # noqa: E402
-from chatapp.rag.embedder import Embedder  # noqa: E402
+from chatapp.rag.embedder import Embedder, resolve_backend, resolve_model  # noqa: E402
+from chatapp.rag.onnx_export import onnx_file  # noqa: E402
 from chatapp.rag.store import IndexParams, build_faiss_index  # noqa: E402
 
 
@@ -48,6 +56,42 @@ def make_corpus(folder: Path, copies: int) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(f.read_text() + f"\n\nCopy {i}.\n")
     return folder
+
+
+def chunk_texts(corpus: Path, rag: RagSettings) -> list[str]:
+    chunker = chunker_for(rag.embedding_model, rag.chunk_tokens, rag.chunk_overlap)
+    chunks = []
+    for path in sorted(corpus.rglob("*.md")):
+        chunks.extend(chunker.split(load_document(str(path), path.read_bytes())))
+    return [c.embedding_text() for c in chunks]
+
+
+def embedding_stage(texts: list[str], rag: RagSettings) -> None:
+    """chunks/s of one thread, step by step, against today's torch calls of 64."""
+    model = resolve_model(rag.embedding_model)
+    for quantized in (False, True):
+        t = time.perf_counter()
+        onnx_file(model, cache_dir=rag.model_cache_dir, quantized=quantized)
+        print(f"ONNX export ({'int8' if quantized else 'float32'}), once, cached in "
+              f"{rag.model_cache_dir}: {time.perf_counter() - t:.1f} s")  # fmt: skip
+    steps = [
+        ("PyTorch, calls of 64 (today)", "torch", 64),
+        ("PyTorch, calls of 512 sorted by length", "torch", 512),
+        ("ONNX Runtime float32, calls of 512", "onnx", 512),
+        ("ONNX Runtime int8, calls of 512", "onnx-int8", 512),
+    ]
+    print(f"embedding stage, one thread, {len(texts)} chunks (batches of {rag.embed_batch_size}):")
+    base = 0.0
+    for label, backend, window in steps:
+        embedder = Embedder(rag.embedding_model, backend=backend,  # type: ignore[arg-type]
+                            cache_dir=rag.model_cache_dir, threads=1, device="cpu")  # fmt: skip
+        embedder.encode(texts[:window], batch_size=rag.embed_batch_size)  # warm-up
+        t = time.perf_counter()
+        for start in range(0, len(texts), window):
+            embedder.encode(texts[start : start + window], batch_size=rag.embed_batch_size)
+        rate = len(texts) / (time.perf_counter() - t)
+        base = base or rate
+        print(f"  {label:<42} {rate:7.1f} chunks/s  {rate / base:5.2f}x")
 
 
 def plain_loop(corpus: Path, rag: RagSettings) -> tuple[int, float]:
@@ -78,16 +122,19 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def latency(queries: int) -> None:
-    embedder = Embedder()
     texts = [f"How do I deploy ChatApp on KubeRay, question {i}?" for i in range(queries)]
-    embedder.encode(texts[:4])
-    embed_times = []
-    for text in texts:
-        t = time.perf_counter()
-        embedder.encode([text])
-        embed_times.append(time.perf_counter() - t)
-    p50, p99 = percentiles(embed_times)
-    print(f"\nquery embedding (all-MiniLM-L6-v2, CPU, 1 query): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    embed_times: list[float] = []
+    for backend in ("torch", RagSettings().embedding_backend):
+        embedder = Embedder(backend=backend, device="cpu")  # type: ignore[arg-type]
+        embedder.encode(texts[:4])
+        embed_times = []
+        for text in texts:
+            t = time.perf_counter()
+            embedder.encode([text])
+            embed_times.append(time.perf_counter() - t)
+        p50, p99 = percentiles(embed_times)
+        print(f"\nquery embedding (all-MiniLM-L6-v2, {embedder.backend}, CPU, 1 query): "
+              f"p50 {p50:.2f} ms, p99 {p99:.2f} ms")  # fmt: skip
     rng = np.random.default_rng(0)
     print("FAISS top-10 over synthetic unit vectors (384-d), one query at a time:")
     print(f"{'chunks':>8} {'index':>6} {'search p50':>11} {'p99':>8} {'+embed p50':>11} {'p99':>8}")
@@ -116,9 +163,9 @@ def latency(queries: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=8, help="copies of README + docs/")
-    parser.add_argument("--concurrency", type=int, default=2, help="embedding actors")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--plain", action="store_true", help="also the single-process loop")
     args = parser.parse_args()
 
     import ray
@@ -130,20 +177,28 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="rag-bench-"))
     try:
         corpus = make_corpus(tmp / "corpus", args.copies)
-        rag = RagSettings(
-            index_dir=tmp / "indexes",
-            embed_concurrency=args.concurrency,
-            embed_batch_size=args.batch_size,
-        )
-        base_chunks, base_s = plain_loop(corpus, rag)
-        ray_chunks, ray_s = ray_pipeline(corpus, rag)
-        assert ray_chunks == base_chunks, (ray_chunks, base_chunks)
-        base_rate, ray_rate = base_chunks / base_s, ray_chunks / ray_s
-        print(f"index build, {base_chunks} chunks from {args.copies} copies of README + docs/ "
-              f"({os.cpu_count()} CPUs):")  # fmt: skip
-        print(f"  plain sentence-transformers loop: {base_s:6.1f} s  {base_rate:7.1f} chunks/s")
-        print(f"  Ray Data pipeline ({args.concurrency} actors):  {ray_s:6.1f} s  "
-              f"{ray_rate:7.1f} chunks/s  ratio {ray_rate / base_rate:.2f}x")  # fmt: skip
+        rag = RagSettings(index_dir=tmp / "indexes", embed_batch_size=args.batch_size)
+        embedding_stage(chunk_texts(corpus, rag), rag)
+        # Today's path: PyTorch, one actor, one call per 64 chunks.
+        before = rag.model_copy(
+            update={"embedding_backend": "torch", "embed_concurrency": 1, "embed_window": 64,
+                    "index_dir": tmp / "before"}
+        )  # fmt: skip
+        old_chunks, old_s = ray_pipeline(corpus, before)
+        new_chunks, new_s = ray_pipeline(corpus, rag)
+        assert old_chunks == new_chunks, (old_chunks, new_chunks)
+        old_rate, new_rate = old_chunks / old_s, new_chunks / new_s
+        print(f"\nindex build, {new_chunks} chunks from {args.copies} copies of README + docs/ "
+              f"({os.cpu_count()} CPUs), Ray Data pipeline:")  # fmt: skip
+        print(f"  before (PyTorch, 1 actor, calls of 64):   {old_s:6.1f} s  "
+              f"{old_rate:7.1f} chunks/s")  # fmt: skip
+        backend = resolve_backend(RagSettings().embedding_backend, "cpu")
+        print(f"  now (defaults: {backend}, 1 actor per CPU):   {new_s:6.1f} s  "
+              f"{new_rate:7.1f} chunks/s  ratio {new_rate / old_rate:.2f}x")  # fmt: skip
+        if args.plain:
+            base_chunks, base_s = plain_loop(corpus, before)
+            print(f"  plain sentence-transformers loop:          {base_s:6.1f} s  "
+                  f"{base_chunks / base_s:7.1f} chunks/s")  # fmt: skip
         latency(args.queries)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

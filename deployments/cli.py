@@ -107,10 +107,10 @@ def _index_list(_args: argparse.Namespace) -> int:
 
 
 def _index_evaluate(args: argparse.Namespace) -> int:
-    from pipelines.evaluate_retrieval import evaluate_knowledge_base
+    from pipelines.evaluate_retrieval import evaluate_knowledge_base, table
 
-    figures = evaluate_knowledge_base(args.name, args.dataset, rag=Settings().rag)
-    print(json.dumps(figures, indent=2))
+    rows = evaluate_knowledge_base(args.name, args.dataset, rag=Settings().rag)
+    print(table(rows))  # dense, lexical and hybrid side by side
     return 0
 
 

@@ -22,7 +22,7 @@ from chatapp.config import RagSettings, ServeSettings
 from chatapp.errors import InvalidRequest, NotFound
 from chatapp.openai_api.embeddings import EmbeddingResult, check_lengths
 from chatapp.rag.chunking import chunker_for
-from chatapp.rag.embedder import Embedder, Vectors, model_label
+from chatapp.rag.embedder import Embedder, Vectors, embedder_for, model_label
 from chatapp.rag.schemas import KnowledgeBasePublic, RetrievedChunk
 from chatapp.rag.store import LoadedIndex, store_for
 from deployments.scaling import autoscaling
@@ -44,7 +44,7 @@ class Retrieval:
         self._embed.set_max_batch_size(rag.batch_max_size)  # type: ignore[attr-defined]
         self._embed.set_batch_wait_timeout_s(rag.batch_wait_timeout_s)  # type: ignore[attr-defined]
         if self._store.knowledge_bases():
-            self._embedder = Embedder(rag.embedding_model)
+            self._embedder = embedder_for(rag)
         self._load_new()
 
     # -- index versions -------------------------------------------------------------
@@ -81,7 +81,7 @@ class Retrieval:
         async with self._lock:
             # The model first: an index is only served once queries can be embedded.
             if self._embedder is None and await asyncio.to_thread(self._store.knowledge_bases):
-                self._embedder = await asyncio.to_thread(Embedder, self._rag.embedding_model)
+                self._embedder = await asyncio.to_thread(embedder_for, self._rag)
             await asyncio.to_thread(self._load_new)
         self._ensure_watcher()
         return {kb: index.version for kb, index in self._indexes.items()}
@@ -142,7 +142,7 @@ class Retrieval:
         if self._embedder is None:
             async with self._lock:
                 if self._embedder is None:
-                    self._embedder = await asyncio.to_thread(Embedder, rag.embedding_model)
+                    self._embedder = await asyncio.to_thread(embedder_for, rag)
         return EmbeddingResult(await self._embed_texts(texts), tokens)
 
     async def search(
@@ -181,6 +181,10 @@ class Retrieval:
             vector,
             top_k=top_k or self._rag.top_k,
             threshold=self._rag.score_threshold if score_threshold is None else score_threshold,
+            texts=[query],
+            retrieval=self._rag.retrieval_of(knowledge_base),
+            depth=self._rag.fusion_depth,
+            rrf_k=self._rag.rrf_k,
         )
         return hits[0]
 

@@ -1,7 +1,13 @@
 """Build or update a knowledge-base index with Ray Data.
 
     read_binary_files ─▶ map: hash, parse changed files ─▶ flat_map: token-aware chunks
-        ─▶ map_batches: embed (actor pool) ─▶ FAISS index + Parquet + manifest (a new version)
+        ─▶ map_batches: embed (actor pool) ─▶ FAISS + BM25 indexes + Parquet + manifest
+           (a new version)
+
+The embedding pool has one single-threaded actor per free CPU of the cluster (one per
+GPU share with RAG_EMBED_NUM_GPUS), each running the model on the backend of
+RAG_EMBEDDING_BACKEND (int8 ONNX Runtime on CPUs by default) over windows of chunks that
+it sorts by length, so forward passes pad little.
 
 Incremental by content hash: files whose bytes match the newest version are not parsed
 or embedded again (their chunks and vectors are reused), removed files drop out. A bad
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -28,7 +35,7 @@ from chatapp.config import RagSettings
 from chatapp.errors import InvalidRequest
 from chatapp.rag.chunking import chunker_for, embedding_text
 from chatapp.rag.documents import Document, DocumentError, Section, content_hash, load_document
-from chatapp.rag.embedder import Embedder, model_label
+from chatapp.rag.embedder import embedder_for, model_label
 from chatapp.rag.sources import SourceFiles, content_hashes, list_source_files
 from chatapp.rag.store import check_kb_name, plan_update, store_for
 
@@ -115,9 +122,9 @@ def _chunk_rows(
 class _Embed:
     """One embedding model per actor of the pool; adds a `vector` column."""
 
-    def __init__(self, model: str | None, batch_size: int) -> None:
-        self._embedder = Embedder(model)
-        self._batch_size = batch_size
+    def __init__(self, rag: RagSettings, threads: int) -> None:
+        self._embedder = embedder_for(rag, threads=threads)
+        self._batch_size = rag.embed_batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = [
@@ -210,17 +217,22 @@ def build_index(
             # Chunks (text only) are done before the actor pool starts, so the actors
             # never hold the CPUs the chunking tasks wait for.
             .materialize()
-            .map_batches(
-                _Embed,
-                fn_constructor_kwargs={
-                    "model": rag.embedding_model,
-                    "batch_size": rag.embed_batch_size,
-                },
-                batch_size=rag.embed_batch_size,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=rag.embed_concurrency),
-                num_gpus=rag.embed_num_gpus,
-            )
+        )
+        actors = embedding_actors(rag)
+        window = embedding_window(chunks.count(), actors, rag)
+        say(f"{kb}: embedding with {actors} actor(s), {window} chunks a call")
+        chunks = chunks.map_batches(
+            _Embed,
+            # the cache folder as this process sees it (actors may run elsewhere)
+            fn_constructor_kwargs={
+                "rag": rag.model_copy(update={"model_cache_dir": rag.model_cache_dir.resolve()}),
+                "threads": 1,
+            },
+            batch_size=window,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=1,
+            num_gpus=rag.embed_num_gpus,
         )
         for batch in chunks.iter_batches(batch_size=1024, batch_format="numpy"):
             vectors.append(np.asarray(batch.pop("vector"), dtype=np.float32))
@@ -254,6 +266,8 @@ def build_index(
             "removed": plan.removed,
             "skipped": skipped,
             "embedded_chunks": embedded,
+            "embedding_backend": rag.embedding_backend,
+            "lexical": "bm25s",
             "seconds": round(seconds, 2),
             "sources": list(sources),
         },
@@ -264,6 +278,24 @@ def build_index(
         kb, manifest.version, False, len(current), plan.changed, plan.removed, skipped,
         manifest.chunks, embedded, manifest.index_kind, time.perf_counter() - started,
     )  # fmt: skip
+
+
+def embedding_actors(rag: RagSettings) -> int:
+    """Actors of the embedding pool: `embed_concurrency`, or one per CPU (or GPU share)
+    free in the cluster now, so a build neither idles cores nor waits for busy ones."""
+    free = ray.available_resources()
+    if rag.embed_num_gpus:
+        fits = int(free.get("GPU", 0) / rag.embed_num_gpus)
+    else:
+        fits = int(free.get("CPU", 1))
+    return max(1, rag.embed_concurrency or fits)
+
+
+def embedding_window(chunks: int, actors: int, rag: RagSettings) -> int:
+    """Chunks per actor call: up to `embed_window` (sorted by length within it), but
+    small enough that every actor gets a few calls."""
+    share = math.ceil(chunks / (4 * actors)) if chunks else rag.embed_batch_size
+    return max(rag.embed_batch_size, min(rag.embed_window, share))
 
 
 def _check_unique_names(listings: list[SourceFiles]) -> None:

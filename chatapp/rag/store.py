@@ -4,6 +4,8 @@
         index.faiss      FAISS index (inner product on normalised vectors)
         chunks.parquet   one row per chunk, aligned with the index ids
         vectors.npy      the embeddings (reused by incremental updates)
+        lexical/         BM25 index of the same chunks (chatapp.rag.lexical); versions
+                         written before it existed have none and are searched dense only
         manifest.json    model, dimension, counts, source hashes, index kind, time
 
 A version is written in a temporary folder and renamed into place, so readers only
@@ -20,6 +22,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +32,11 @@ import numpy as np
 
 from chatapp.config import RagSettings
 from chatapp.errors import InvalidRequest, NotFound
+from chatapp.rag.chunking import embedding_text
 from chatapp.rag.embedder import Vectors
+from chatapp.rag.hybrid import Retrieval, rank
+from chatapp.rag.lexical import FOLDER as LEXICAL_FOLDER
+from chatapp.rag.lexical import LexicalIndex
 from chatapp.rag.schemas import RetrievedChunk
 
 logger = logging.getLogger(__name__)
@@ -129,6 +136,20 @@ class LoadedIndex:
         self.columns: dict[str, list[Any]] = {c: table.column(c).to_pylist() for c in CHUNK_COLUMNS}
         if self.index.ntotal != len(self.columns["chunk_id"]):
             raise ValueError(f"{path}: index and chunks.parquet disagree")
+        self.lexical: LexicalIndex | None = None
+        if (path / LEXICAL_FOLDER).is_dir():
+            self.lexical = LexicalIndex.load(path / LEXICAL_FOLDER)
+            if self.lexical.rows != self.index.ntotal:
+                raise ValueError(f"{path}: lexical index and chunks.parquet disagree")
+        else:
+            logger.warning(
+                "%s: version %d has no lexical index (built before hybrid retrieval): "
+                "searched dense only; rebuild it with `chatapp index build --full`",
+                self.name,
+                self.version,
+            )
+        if self.lexical is not None and self.manifest.index_kind == "ivf":
+            index.make_direct_map()  # so `vectors` can read back the vectors of lexical hits
 
     @property
     def name(self) -> str:
@@ -141,27 +162,65 @@ class LoadedIndex:
     def row(self, i: int) -> dict[str, Any]:
         return {c: self.columns[c][i] for c in CHUNK_COLUMNS}
 
+    def vectors(self, rows: Sequence[int]) -> Vectors:
+        """The embeddings of these rows, read back from the FAISS index."""
+        found: Vectors = self.index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
+        return found
+
+    def retrieval(self, wanted: Retrieval) -> Retrieval:
+        """The retrieval this version can do: dense when it has no lexical index."""
+        return wanted if self.lexical is not None else "dense"
+
     def search(
-        self, queries: Vectors, *, top_k: int, threshold: float
+        self,
+        queries: Vectors,
+        *,
+        top_k: int,
+        threshold: float,
+        texts: list[str] | None = None,
+        retrieval: Retrieval = "dense",
+        depth: int = 50,
+        rrf_k: int = 60,
     ) -> list[list[RetrievedChunk]]:
-        """Best `top_k` chunks per query vector, those scoring at least `threshold`."""
+        """Best `top_k` chunks per query, best first, those scoring (cosine) at least
+        `threshold`. Lexical and hybrid `retrieval` need the queries' `texts`; hybrid
+        fuses the best `depth` of each retriever (`chatapp.rag.hybrid`)."""
         if self.index.ntotal == 0:
             return [[] for _ in range(len(queries))]
-        scores, ids = self.index.search(queries, min(top_k, self.index.ntotal))
-        results: list[list[RetrievedChunk]] = []
-        for row_scores, row_ids in zip(scores, ids, strict=True):
-            hits = [
-                RetrievedChunk(
-                    knowledge_base=self.name,
-                    version=self.version,
-                    score=float(score),
-                    **self.row(int(i)),  # its sha256 is not part of a hit
+        retrieval = self.retrieval(retrieval)
+        if retrieval == "dense" or texts is None:
+            scores, ids = self.index.search(queries, min(top_k, self.index.ntotal))
+            return [
+                [self._hit(int(i), float(score)) for score, i in zip(row_scores, row_ids,
+                 strict=True) if i >= 0 and score >= threshold]
+                for row_scores, row_ids in zip(scores, ids, strict=True)
+            ]  # fmt: skip
+        assert self.lexical is not None
+        if len(texts) != len(queries):
+            raise ValueError("one text per query vector is needed")
+        depth = min(max(depth, top_k), self.index.ntotal)
+        dense_ids = (
+            self.index.search(queries, depth)[1]
+            if retrieval == "hybrid"
+            else np.zeros((len(queries), 0), dtype=np.int64)
+        )
+        return [
+            [
+                self._hit(r.row, r.cosine)
+                for r in rank(
+                    query, text, dense=[int(i) for i in ids if i >= 0], vectors=self.vectors,
+                    lexical=self.lexical, retrieval=retrieval, top_k=top_k,
+                    threshold=threshold, depth=depth, rrf_k=rrf_k,
                 )
-                for score, i in zip(row_scores, row_ids, strict=True)
-                if i >= 0 and score >= threshold
             ]
-            results.append(hits)
-        return results
+            for query, text, ids in zip(queries, texts, dense_ids, strict=True)
+        ]  # fmt: skip
+
+    def _hit(self, row: int, score: float) -> RetrievedChunk:
+        # its sha256 is not part of a hit
+        return RetrievedChunk(
+            knowledge_base=self.name, version=self.version, score=score, **self.row(row)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +336,7 @@ class IndexStore:
             table = pa.Table.from_pylist([{c: r[c] for c in CHUNK_COLUMNS} for r in rows], schema)
             pq.write_table(table, tmp / "chunks.parquet")
             np.save(tmp / "vectors.npy", vectors)
+            LexicalIndex.build([embedding_text(r) for r in rows]).save(tmp / LEXICAL_FOLDER)
             for attempt in range(100):
                 version = (self.latest(kb) or 0) + 1
                 manifest = Manifest(

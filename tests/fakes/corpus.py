@@ -34,6 +34,26 @@ COMPOST_PDF_LINES = [
     "Turn the heap every two weeks to let oxygen in.",
 ]
 
+# Error codes that only their words tell apart (hybrid retrieval tests).
+PRINTER_MD = """# Printer errors
+
+## E-4417
+
+The print head overheated: let the printer cool for ten minutes before the next job.
+
+## E-7144
+
+The paper tray is empty: refill it with A4 sheets.
+
+## E-1447
+
+The toner cartridge is not an original one: replace it with a supported cartridge.
+
+## E-4471
+
+The scanner lid is open: close it.
+"""
+
 NOTES_TXT = "Sourdough starter notes: feed the starter flour and water daily at room temperature."
 
 
