@@ -19,7 +19,7 @@ from actors.client import kill_shards
 from chatapp.config import Settings
 from deployments.app import build_app
 from tests.conftest import REDIS_URL, register_and_login, run_app
-from tests.fakes.providers import FakeAnthropic, FakeOpenAI, Reply
+from tests.fakes.providers import FakeAnthropic, FakeOpenAI, Reply, Status
 from tests.integration.sse import iter_events
 
 APP = "anthropic"
@@ -132,6 +132,21 @@ def test_a_message_through_the_sdk_with_its_system_prompt_and_usage_reported(
     assert usage["completion_tokens"] == 6
     assert usage["prompt_tokens"] == message.usage.input_tokens
     assert usage["by_model"][0]["model"] == "claude-fake" and usage["cost_usd"] > 0
+
+
+def test_the_primary_down_auto_falls_back_to_the_self_hosted_model(
+    app: str, account: tuple[dict[str, str], str], claude: FakeAnthropic
+) -> None:
+    _, key = account
+    claude.enqueue(Status(503, message="overloaded"))
+    message = sdk(app, key).messages.create(
+        model="auto", max_tokens=30, messages=[{"role": "user", "content": "Hello?"}]
+    )
+    assert len(claude.requests) == 1  # the primary was asked first
+    assert message.model == SELF_HOSTED and message.stop_reason == "end_turn"
+    assert message.content[0].text  # type: ignore[union-attr]
+    extra = message.usage.model_extra or {}
+    assert extra["fallback_from"] == "claude-fake" and extra["provider"] == "self-hosted"
 
 
 def test_api_keys_work_as_x_api_key_and_as_a_bearer_token(
