@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -282,13 +283,17 @@ def build_index(
 
 def embedding_actors(rag: RagSettings) -> int:
     """Actors of the embedding pool: `embed_concurrency`, or one per CPU (or GPU share)
-    free in the cluster now, so a build neither idles cores nor waits for busy ones."""
+    free in the cluster now, so a build neither idles cores nor waits for busy ones. On
+    one node, no more than its real cores (Ray's logical CPUs may be set higher)."""
+    if rag.embed_concurrency:
+        return rag.embed_concurrency
     free = ray.available_resources()
     if rag.embed_num_gpus:
-        fits = int(free.get("GPU", 0) / rag.embed_num_gpus)
-    else:
-        fits = int(free.get("CPU", 1))
-    return max(1, rag.embed_concurrency or fits)
+        return max(1, int(free.get("GPU", 0) / rag.embed_num_gpus))
+    fits = int(free.get("CPU", 1))
+    if sum(1 for node in ray.nodes() if node.get("Alive")) <= 1:
+        fits = min(fits, os.cpu_count() or 1)
+    return max(1, fits)
 
 
 def embedding_window(chunks: int, actors: int, rag: RagSettings) -> int:
