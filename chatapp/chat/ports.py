@@ -44,6 +44,9 @@ class ReplyRecord:
     cost_usd: float = 0.0
     cached: bool = False
     sources: tuple[SourcePublic, ...] = ()
+    # Last, so a shard still running the previous code unpickles a record of this one (a
+    # slots dataclass restores the fields it knows, in order).
+    fallback_from: str | None = None  # the model that failed before `model` answered
 
 
 @dataclass(frozen=True, slots=True)

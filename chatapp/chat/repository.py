@@ -209,6 +209,7 @@ def _columns(message: str | ReplyRecord) -> dict[str, Any]:
             "completion_tokens": 0,
             "cost_usd": 0.0,
             "cached": False,
+            "fallback_from": None,
             "sources": None,
         }
     return {
@@ -222,6 +223,7 @@ def _columns(message: str | ReplyRecord) -> dict[str, Any]:
         "completion_tokens": message.completion_tokens,
         "cost_usd": message.cost_usd,
         "cached": message.cached,
+        "fallback_from": message.fallback_from,
         "sources": [s.model_dump(mode="json") for s in message.sources] or None,
     }
 

@@ -70,6 +70,9 @@ class MessagePublic(BaseModel):
     provider: str | None = Field(None, description="Who answered: openai, anthropic, ...")
     cost_usd: float = Field(0.0, description="Price of the reply by the model catalog.")
     cached: bool = Field(False, description="Replayed from the response cache.")
+    fallback_from: str | None = Field(
+        None, description="The model that failed before `model` answered (a fallback)."
+    )
     sources: list[SourcePublic] = Field(
         default_factory=list, description="Knowledge-base chunks the reply was grounded in."
     )

@@ -593,6 +593,7 @@ def _reply_record(
         cost_usd=finish.cost_usd,
         cached=finish.cached,
         sources=sources,
+        fallback_from=finish.fallback_from,
     )
 
 

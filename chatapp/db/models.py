@@ -157,6 +157,8 @@ class Message(Base):
     provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cost_usd: Mapped[float] = mapped_column(Numeric(14, 8, asdecimal=False), default=0.0)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The model that failed before the one that answered (migration 0010).
+    fallback_from: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # Knowledge-base chunks the reply was grounded in (migration 0004), as shown to users.
     sources: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     # The client's Idempotency-Key of a user message (migration 0008): a retry with it

@@ -157,8 +157,15 @@ def api(chat_app: str, account: Account | None) -> Iterator[httpx.Client]:
         yield client
 
 
-def store_messages(pg_url: str, conversation_id: str, messages: list[tuple[str, str]]) -> None:
-    """Write messages straight into SQL (a conversation never used by a shard)."""
+def store_messages(
+    pg_url: str,
+    conversation_id: str,
+    messages: list[tuple[str, str]],
+    *,
+    fallback_from: str | None = None,
+) -> None:
+    """Write messages straight into SQL (a conversation never used by a shard); replies
+    answered by a fallback for `fallback_from` when it is given."""
     from chatapp.chat import repository
     from chatapp.chat.ports import ReplyRecord
     from chatapp.config import DatabaseSettings
@@ -182,6 +189,7 @@ def store_messages(pg_url: str, conversation_id: str, messages: list[tuple[str, 
                             model="smollm2-135m-instruct",
                             prompt_tokens=42,
                             completion_tokens=57,
+                            fallback_from=fallback_from,
                         ),
                     )
         finally:

@@ -264,6 +264,20 @@ def test_rename_and_delete(page: Page, web_sim: str) -> None:
     expect(item).to_have_count(0)
 
 
+def test_a_stored_fallback_answer_keeps_its_badge(
+    page: Page, chat_app: str, api: httpx.Client, pg_url: str
+) -> None:
+    """The fallback badge is stored with the reply, so it is there on a page that was
+    not watching the answer arrive (a reload, another device)."""
+    conv = api.post("/api/conversations", json={"title": "Fell back"}).json()["id"]
+    store_messages(pg_url, conv, [("user", "hello"), ("assistant", "hi")], fallback_from="gpt-x")
+    open_app(page, chat_app, f"?c={conv}")
+    badge = page.locator(ASSISTANT).first.get_by_test_id("fallback")
+    expect(badge).to_have_text(
+        "Answered by fallback model smollm2-135m-instruct (instead of gpt-x)"
+    )
+
+
 def test_search_by_title_and_content(page: Page, web_sim: str, api: httpx.Client) -> None:
     prefix = "/websim"
     word = f"pangolin{uuid.uuid4().hex[:6]}"

@@ -132,6 +132,11 @@ def test_primary_down_the_answer_comes_from_self_hosted_smollm2(
         assert message["content"].strip() and message["completion_tokens"] > 0
         assert len(provider.requests) == 2  # the primary was tried (and retried) first
         assert reply.json()["fallback_from"] == "gpt-fake"  # the page shows a fallback badge
+        # stored with the reply: the badge is still there after a reload
+        assert message["fallback_from"] == "gpt-fake"
+        (listed, *_) = client.get("/api/conversations").json()["items"]  # the newest
+        history = client.get(f"/api/conversations/{listed['id']}").json()  # as a reload reads it
+        assert [m["fallback_from"] for m in history["messages"]] == [None, "gpt-fake"]
 
         usage = client.get("/api/usage").json()
         by_model = {m["model"]: m for m in usage["by_model"]}
@@ -148,7 +153,7 @@ def test_the_primary_answers_and_its_cost_is_accounted(routed: str, provider: Fa
         message = reply.json()["message"]
         assert message["model"] == "gpt-fake"
         assert message["content"] == "Paris is the capital of France."
-        assert reply.json()["fallback_from"] is None
+        assert reply.json()["fallback_from"] is None and message["fallback_from"] is None
         usage = client.get("/api/usage").json()
     assert usage["replies"] == 1 and usage["budget"] is None
     assert usage["completion_tokens"] == 6 and usage["prompt_tokens"] > 0

@@ -137,8 +137,9 @@ function replyBadges(m: Message): HTMLElement[] {
     const why = m.finish_reason === "cancelled" ? "Stopped" : m.error ? `Cut short: ${m.error}` : "Incomplete";
     badges.push(h("span", { class: "badge warn", "data-testid": "incomplete" }, why));
   }
-  if (m.fallback) {
-    const from = typeof m.fallback === "string" ? ` (instead of ${m.fallback})` : "";
+  const fallback = m.fallback ?? m.fallback_from;
+  if (fallback) {
+    const from = typeof fallback === "string" ? ` (instead of ${fallback})` : "";
     badges.push(h("span", { class: "badge info", "data-testid": "fallback" }, `Answered by fallback model ${m.model ?? ""}${from}`));
   }
   const total = (m.prompt_tokens ?? 0) + (m.completion_tokens ?? 0);

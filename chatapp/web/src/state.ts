@@ -33,6 +33,8 @@ export interface Message {
   completion_tokens?: number;
   sources?: Source[];
   fallback?: unknown;
+  /** Stored with the reply: the model that failed before `model` answered. */
+  fallback_from?: string | null;
   error?: string;
   el?: HTMLElement;
 }
