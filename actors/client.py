@@ -13,6 +13,7 @@ from uhashring import HashRing
 from actors.shard import ConversationShard
 from chatapp.chat.ports import ReplyRecord, TurnStart
 from chatapp.chat.schemas import MessagePublic
+from chatapp.chat.summaries import SummaryPublic
 from chatapp.config import Settings
 from chatapp.observability.tracing import carrier
 from deployments.handles import call
@@ -149,6 +150,27 @@ class ShardClient:
         shard = self.shard_for(conversation_id)
         await self._call(
             shard.delete.remote(**_traced(), conversation_id=conversation_id, user_id=user_id)
+        )
+
+    async def store_summary(
+        self,
+        *,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        content: str,
+        covers_seq: int,
+        model: str | None,
+    ) -> SummaryPublic | None:
+        shard = self.shard_for(conversation_id)
+        return await self._call(
+            shard.store_summary.remote(
+                **_traced(),
+                conversation_id=conversation_id,
+                user_id=user_id,
+                content=content,
+                covers_seq=covers_seq,
+                model=model,
+            )
         )
 
 

@@ -23,6 +23,7 @@ from opentelemetry.trace import Span
 from chatapp.chat.hot import ConversationStore
 from chatapp.chat.ports import ReplyRecord, TurnStart
 from chatapp.chat.schemas import MessagePublic
+from chatapp.chat.summaries import SummaryPublic
 from chatapp.config import Settings
 from chatapp.db.engine import make_engine, make_sessionmaker
 from chatapp.logs import configure_logging
@@ -175,6 +176,25 @@ class ConversationShard:
     ) -> None:
         with self._span("delete", trace_context):
             await self._store.delete(conversation_id=conversation_id, user_id=user_id)
+
+    async def store_summary(
+        self,
+        *,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        content: str,
+        covers_seq: int,
+        model: str | None,
+        trace_context: dict[str, str] | None = None,
+    ) -> SummaryPublic | None:
+        with self._span("store_summary", trace_context):
+            return await self._store.store_summary(
+                conversation_id=conversation_id,
+                user_id=user_id,
+                content=content,
+                covers_seq=covers_seq,
+                model=model,
+            )
 
     async def passivate_idle(self) -> int:
         return self._store.passivate_idle()

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chatapp.chat import repository
+from chatapp.chat import repository, summaries
 from chatapp.chat.ports import ReplyRecord, TurnStart
 from chatapp.chat.schemas import MessagePublic
+from chatapp.chat.summaries import SummaryPublic
 from chatapp.errors import Conflict, InvalidRequest, WriteConflict
 from chatapp.llm.base import ChatMessage
 from chatapp.observability.metrics import PrometheusInstruments, ShardMetrics
@@ -66,6 +67,7 @@ class HotConversation:
     undo: list[MessagePublic] | None = None  # what this turn's rewrite removed
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     size: int = 0  # estimated bytes: see `ConversationStore._resize`
+    summary: SummaryPublic | None = None  # the newest running summary, for the prompt
 
     def busy(self) -> bool:
         return self.turn_renewed is not None or self.rewrite is not None
@@ -157,6 +159,9 @@ class ConversationStore:
             rows, _ = await repository.list_messages(
                 session=session, conversation_id=conversation_id, limit=self._hot_turns
             )
+            summary = await summaries.newest_summary(
+                session=session, conversation_id=conversation_id
+            )
         return HotConversation(
             id=conversation_id,
             user_id=user_id,
@@ -167,6 +172,7 @@ class ConversationStore:
                 maxlen=self._hot_turns,
             ),
             last_used=self._clock(),
+            summary=summary,
         )
 
     def _over_capacity(self) -> bool:
@@ -272,7 +278,12 @@ class ConversationStore:
                 hot.title = title
             hot.turn_renewed = now
             hot.turn_set_title = title is not None
-            return TurnStart(user_message=message, history=list(hot.recent), reply_seq=hot.next_seq)
+            return TurnStart(
+                user_message=message,
+                history=list(hot.recent),
+                reply_seq=hot.next_seq,
+                summary=hot.summary,
+            )
 
     def _again(
         self,
@@ -306,7 +317,12 @@ class ConversationStore:
         # Its turn died unanswered (its ingress replica was killed): answer it now.
         hot.turn_renewed = now
         hot.turn_set_title = False
-        return TurnStart(user_message=asked, history=list(hot.recent), reply_seq=hot.next_seq)
+        return TurnStart(
+            user_message=asked,
+            history=list(hot.recent),
+            reply_seq=hot.next_seq,
+            summary=hot.summary,
+        )
 
     async def finish_turn(
         self, *, conversation_id: uuid.UUID, user_id: uuid.UUID, reply: ReplyRecord
@@ -417,6 +433,10 @@ class ConversationStore:
     ) -> TurnStart:
         try:
             async with self._sessionmaker() as session:
+                # Summaries of the messages being replaced go in the same transaction.
+                summary = await summaries.invalidate_from(
+                    session=session, conversation_id=hot.id, seq=rewrite.from_seq
+                )
                 row, removed = await repository.replace_messages(
                     session=session,
                     conversation_id=hot.id,
@@ -437,10 +457,12 @@ class ConversationStore:
         hot.turn_renewed = now
         hot.turn_set_title = False
         hot.undo = removed
+        hot.summary = summary
         return TurnStart(
             user_message=row,
             history=list(hot.recent),
             reply_seq=hot.next_seq,
+            summary=summary,
         )
 
     async def _undo_rewrite(self, hot: HotConversation, user_seq: int) -> None:
@@ -453,6 +475,33 @@ class ConversationStore:
         finally:
             hot.turn_renewed = None
             self.forget(hot.id)  # re-activated from SQL on next use
+
+    async def store_summary(
+        self,
+        *,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        content: str,
+        covers_seq: int,
+        model: str | None,
+    ) -> SummaryPublic | None:
+        """Store a running summary written after a turn (see `chatapp.chat.compaction`);
+        None when it is stale: the newest covers as much, or its messages were rewritten."""
+        hot = await self._activate(conversation_id, user_id)
+        async with hot.lock:
+            if covers_seq >= hot.next_seq - 1 or hot.rewrite is not None or hot.undo:
+                return None  # a summary must leave the last turn; an edit is under way
+            async with self._sessionmaker() as session:
+                stored = await summaries.add_summary(
+                    session=session,
+                    conversation_id=conversation_id,
+                    content=content,
+                    covers_seq=covers_seq,
+                    model=model,
+                )
+            if stored is not None:
+                hot.summary = stored
+            return stored
 
     async def _write(
         self,

@@ -23,6 +23,7 @@ from typing import Literal, Protocol
 
 from chatapp.cache.responses import CacheMode
 from chatapp.chat.schemas import MessagePublic
+from chatapp.chat.summaries import SummaryPublic
 from chatapp.llm.base import ChatMessage, Chunk, SamplingParams
 from chatapp.rag.schemas import KnowledgeBasePublic, RetrievedChunk, SourcePublic
 
@@ -60,6 +61,9 @@ class TurnStart:
     history: list[ChatMessage]
     reply_seq: int
     replay: MessagePublic | None = None
+    # The newest running summary: the prompt holds it instead of the messages it covers
+    # (`chatapp.chat.compaction`). `history` still starts where the hot pool starts.
+    summary: SummaryPublic | None = None
 
 
 class ConversationShards(Protocol):
@@ -106,6 +110,19 @@ class ConversationShards(Protocol):
 
     async def delete(self, *, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         """Delete the conversation and its messages."""
+        ...
+
+    async def store_summary(
+        self,
+        *,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        content: str,
+        covers_seq: int,
+        model: str | None,
+    ) -> SummaryPublic | None:
+        """Store a new running-summary version for the next turns' prompts; None when
+        the newest one already covers as much (see `chatapp.chat.summaries`)."""
         ...
 
 

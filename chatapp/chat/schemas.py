@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from chatapp.chat.summaries import SummaryPublic
 from chatapp.llm.base import Role
 from chatapp.rag.schemas import RagMode, SourcePublic
 
@@ -90,6 +91,11 @@ class MessagePublic(BaseModel):
 class ConversationDetail(ConversationPublic):
     messages: list[MessagePublic]
     has_more: bool = Field(description="Older messages exist: pass `before=<first seq>`.")
+    summary: SummaryPublic | None = Field(
+        None,
+        description="A long chat's running summary: the model's prompt holds it instead of "
+        "the messages up to `summary.covers_seq` (they are still stored and listed here).",
+    )
 
 
 class TurnOptions(_Strict):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from chatapp.cache.responses import CacheMode
+from chatapp.chat.compaction import Compactor, prompt_history
 from chatapp.chat.ports import ConversationShards, ModelRouter, ReplyRecord, Retriever
 from chatapp.chat.schemas import MessageCreate, MessagePublic, TurnOptions
 from chatapp.config import Settings
@@ -101,6 +102,10 @@ class ChatService:
         self._retriever = retriever  # None when RAG is disabled
         self.usage = usage  # None: nothing metered (core tests without limits)
         self._storing: set[asyncio.Future[Any]] = set()
+        # Long chats: running summaries written in the background after a turn.
+        self.compaction = Compactor(
+            settings=settings, shards=shards, router=router, usage=usage, metrics=self._metrics
+        )
 
     def sampling_params(
         self,
@@ -330,7 +335,8 @@ class ChatService:
         # The sources go in an untrusted context block before the question, never into
         # the system prompt (chatapp.rag.prompt.grounded_messages).
         system = ChatMessage("system", system_prompt or self._settings.chat.system_prompt)
-        messages = grounded_messages([system, *start.history], grounding)
+        # A long chat's older turns are there as its running summary (compaction.py).
+        messages = grounded_messages([system, *prompt_history(start)], grounding)
         parts: list[TextDelta] = []
         finish: Finish | None = None
         failure: ChatAppError | None = None
@@ -371,6 +377,14 @@ class ChatService:
         elif isinstance(stored, TurnFailed):
             yield stored
         elif stored is not None:
+            self.compaction.after_turn(
+                user_id=user_id,
+                conversation_id=conversation_id,
+                system=system,
+                start=start,
+                reply=stored,
+                model=options.model,
+            )
             yield TurnDone(stored, finish.fallback_from if finish else None)
 
     def _observe(

@@ -134,6 +134,30 @@ class ChatSettings(BaseSettings):
     model_config = section("CHAT_")
 
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System prompt of every turn.")
+    summaries: bool = Field(
+        True,
+        description="Long chats: when a conversation outgrows the model's window, its older "
+        "turns are summarised by the model in the background (a running summary, rewritten as "
+        "the chat grows) and the prompt holds the summary instead of dropping them.",
+    )
+    summary_threshold: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="Summarise once the prompt (system, summary, unsummarised turns and the "
+        "reply's max_tokens) needs more than this fraction of the model's window "
+        "(LLM_CONTEXT_WINDOW).",
+    )
+    summary_recent_share: float = Field(
+        0.4,
+        gt=0,
+        lt=1,
+        description="Fraction of the window kept for recent turns, verbatim, when summarising: "
+        "older turns go into the summary.",
+    )
+    summary_max_tokens: int = Field(
+        256, ge=16, le=4096, description="Longest summary the model may write."
+    )
     max_message_chars: int = Field(
         32_000, ge=1, description="Longest user message accepted (422 above)."
     )

@@ -167,6 +167,28 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ConversationSummary(Base):
+    """A running summary of a long conversation's older turns (migration 0011), written by
+    the model in the background: one row per version, the newest used in the prompt in
+    place of the messages up to `covers_seq`. An edit at or before `covers_seq` deletes the
+    versions that cover it."""
+
+    __tablename__ = "conversation_summaries"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "version", name="uq_summaries_conv_version"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)
+    covers_seq: Mapped[int] = mapped_column(Integer)  # messages 0..covers_seq summarised
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class UsageEvent(Base):
     """One model call's usage (migration 0005): appended, never updated, and not deleted
     with its conversation, so the monthly budget and /api/usage count every call."""

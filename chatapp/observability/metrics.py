@@ -214,6 +214,12 @@ class TurnMetrics:
             "Turns refused before anything was stored, by limit (the error code).",
             ["limit"],
         )
+        self.summaries = m.counter(
+            "chatapp_summaries",
+            "Running summaries of long chats written after a turn, by outcome (stored; stale: "
+            "a newer one or an edit came first; failed: logged, the chat goes on without it).",
+            ["outcome"],
+        )
 
 
 class ShardMetrics:

@@ -16,6 +16,7 @@ class Answer:
     fail_after: int | None = None  # raise `error` after this many words
     error: Exception | None = None
     delay_s: float = 0.0  # before the first word
+    gate: asyncio.Event | None = None  # wait for it before the first word
 
 
 class ScriptedProvider(ChatProvider):
@@ -38,6 +39,8 @@ class ScriptedProvider(ChatProvider):
             raise step
         if step.delay_s:
             await asyncio.sleep(step.delay_s)
+        if step.gate is not None:
+            await step.gate.wait()
         words = step.text.split(" ")
         for i, word in enumerate(words):
             if step.fail_after is not None and i >= step.fail_after:

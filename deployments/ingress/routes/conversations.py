@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from chatapp.chat import repository
+from chatapp.chat import repository, summaries
 from chatapp.chat.schemas import (
     MAX_SEQ,
     ConversationCreate,
@@ -105,10 +105,12 @@ async def get_conversation(
     rows, has_more = await repository.list_messages(
         session=session, conversation_id=conversation_id, limit=limit, before=before
     )
+    summary = await summaries.newest_summary(session=session, conversation_id=conversation_id)
     return ConversationDetail(
         **ConversationPublic.model_validate(conversation).model_dump(),
         messages=[MessagePublic.model_validate(r) for r in rows],
         has_more=has_more,
+        summary=summary,
     )
 
 
