@@ -169,6 +169,7 @@ def test_api_keys_work_as_x_api_key_and_as_a_bearer_token(
     ):
         answered = httpx.post(f"{app}/v1/messages", json=body, headers=headers, timeout=60)
         assert answered.status_code == 200, answered.text
+        assert answered.headers["request-id"] == answered.headers["x-request-id"]
         assert answered.json()["content"][0]["text"] == "Hello from the fake provider."
 
 
@@ -345,6 +346,7 @@ def test_errors_come_in_anthropics_envelope(app: str, account: tuple[dict[str, s
             model="claude-fake", max_tokens=8, messages=[{"role": "user", "content": "Hi"}]
         )
     assert bad_key.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    assert bad_key.value.request_id == bad_key.value.response.headers["x-request-id"]
 
 
 def test_a_rate_limited_user_gets_429_with_retry_after(

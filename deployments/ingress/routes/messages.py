@@ -24,6 +24,7 @@ from chatapp.anthropic_api.errors import error_envelope, error_type
 from chatapp.anthropic_api.protocol import MessagesRequest, message_id
 from chatapp.anthropic_api.stream import AnswerEvents, Event
 from chatapp.llm.base import collect
+from chatapp.logs import current_request
 from chatapp.rag.schemas import RagOptions
 from deployments.ingress.deps import ApiChatUser, CacheModeDep, StateDep
 from deployments.ingress.errors import error_body
@@ -50,14 +51,15 @@ def _handler_for(request: Request, exc: Exception) -> Callable[..., Any] | None:
 
 class AnthropicRoute(APIRoute):
     """A route whose errors come back in Anthropic's envelope and status codes (400 for a
-    bad request, 529 for an overloaded service), with ChatApp's `Retry-After`."""
+    bad request, 529 for an overloaded service), with ChatApp's `Retry-After`; every
+    answer names its request in `request-id` too (X-Request-ID's value), as Anthropic's."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
 
         async def route(request: Request) -> Response:
             try:
-                return await handle(request)
+                response = await handle(request)
             except Exception as exc:
                 handler = _handler_for(request, exc)
                 if handler is None:
@@ -65,7 +67,11 @@ class AnthropicRoute(APIRoute):
                 answered: Response = await handler(request, exc)
                 status, body = _anthropic(answered.status_code, json.loads(bytes(answered.body)))
                 headers = {k: v for k, v in answered.headers.items() if k in _KEPT_HEADERS}
-                return JSONResponse(body, status_code=status, headers=headers)
+                response = JSONResponse(body, status_code=status, headers=headers)
+            if (context := current_request()) is not None:
+                # where Anthropic's SDKs read a request's id (`_request_id`, errors' `request_id`)
+                response.headers["request-id"] = context.request_id
+            return response
 
         return route
 
