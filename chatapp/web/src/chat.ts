@@ -78,6 +78,7 @@ export class ChatView {
     this.state.conversationId = null;
     this.state.messages = [];
     this.state.hasMore = false;
+    this.state.summary = null;
     this.conversation.setTitle("New chat");
     this.conversation.renderMessages();
     history.replaceState(null, "", location.pathname);
@@ -95,6 +96,7 @@ export class ChatView {
       this.state.conversationId = id;
       this.state.messages = detail.messages;
       this.state.hasMore = detail.has_more;
+      this.state.summary = detail.summary ?? null;
       this.conversation.setTitle(detail.title || "New chat");
       history.replaceState(null, "", `${location.pathname}?c=${id}`);
       this.conversation.renderMessages();

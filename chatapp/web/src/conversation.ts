@@ -4,7 +4,7 @@
 import { json } from "./api";
 import { copyText, h } from "./dom";
 import { renderMarkdown } from "./markdown";
-import type { ChatState, Message, MessagePage, Source } from "./state";
+import type { ChatState, Message, MessagePage, Source, Summary } from "./state";
 
 /** What a message's buttons ask of the chat screen. */
 export interface MessageActions {
@@ -35,7 +35,11 @@ export class ConversationView {
     if (!this.state.messages.length) {
       this.log.append(h("div", { class: "welcome" }, h("h2", {}, "How can I help?"), h("p", { class: "muted" }, "Answers stream in as they are written.")));
     }
-    for (const m of this.state.messages) this.log.append(this.messageEl(m));
+    const summary = this.state.summary;
+    for (const m of this.state.messages) {
+      if (summary && m.seq === summary.covers_seq + 1) this.log.append(summaryNote(summary));
+      this.log.append(this.messageEl(m));
+    }
     if (scroll) this.scrollDown(true);
   }
 
@@ -128,6 +132,16 @@ function fillBody(body: HTMLElement, m: Message, streaming: boolean): void {
       pre.append(h("button", { class: "copy-code small", onclick: () => void copyText(pre.querySelector("code")?.textContent ?? "") }, "Copy"));
     }
   }
+}
+
+/** Above the first message the model still reads in full: the ones before it are summarised. */
+function summaryNote(summary: Summary): HTMLElement {
+  return h("div", {
+    class: "summary-note muted",
+    role: "note",
+    "data-testid": "summary-note",
+    title: `Summary version ${summary.version}: the model reads a summary of the messages above instead of the messages themselves.`,
+  }, "Earlier messages summarised");
 }
 
 /** A finished answer's badges (stopped or cut short, fallback model) and token usage. */

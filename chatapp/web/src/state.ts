@@ -39,10 +39,17 @@ export interface Message {
   el?: HTMLElement;
 }
 
+/** A long chat's running summary: the model sees it instead of messages up to `covers_seq`. */
+export interface Summary {
+  version: number;
+  covers_seq: number;
+}
+
 /** One page of a conversation's messages (GET api/conversations/{id}), oldest first. */
 export interface MessagePage {
   messages: Message[];
   has_more: boolean;
+  summary?: Summary | null;
 }
 
 /** localStorage under `chatapp.`; storing "" removes the key. */
@@ -59,6 +66,8 @@ export class ChatState {
   messages: Message[] = [];
   /** Older messages exist than the first one shown. */
   hasMore = false;
+  /** The conversation's running summary (long chats), as of when it was opened. */
+  summary: Summary | null = null;
   /** The turn in flight: while set, the page neither switches conversations nor sends. */
   controller: AbortController | null = null;
 

@@ -115,6 +115,8 @@ export class TurnRunner {
     const { replaceFromSeq } = opts;
     if (replaceFromSeq !== undefined) {
       this.state.messages = this.state.messages.filter((m) => m.seq === undefined || m.seq < replaceFromSeq);
+      // An edit of a summarised message drops the summary (the server rebuilds it later).
+      if (this.state.summary && replaceFromSeq <= this.state.summary.covers_seq) this.state.summary = null;
     }
     const messages = this.state.messages;
     if (opts.regenerate) {
