@@ -72,7 +72,7 @@ def export_filename(now: datetime | None = None) -> str:
     return f"chatapp-export-{(now or datetime.now(UTC)).strftime('%Y-%m-%d')}.json"
 
 
-class _Chunks:
+class Chunks:
     """Text gathered into chunks of about `size` bytes."""
 
     def __init__(self, size: int) -> None:
@@ -112,7 +112,7 @@ async def _profile(session: AsyncSession, user: User) -> ProfileExport:
     )
 
 
-async def _messages_after(
+async def messages_after(
     session: AsyncSession, conversation_id: uuid.UUID, seq: int, limit: int
 ) -> list[Message]:
     """The next `limit` messages after sequence `seq`, oldest first (the repository's
@@ -163,7 +163,7 @@ async def export_user(
             "user": (await _profile(session, user)).model_dump(mode="json"),
             "api_keys": [ApiKeyPublic.model_validate(k).model_dump(mode="json") for k in keys],
         }
-        out = _Chunks(chunk_bytes)
+        out = Chunks(chunk_bytes)
         yield json.dumps(head)[:-1].encode() + b',"conversations":['
 
         cursor: str | None = None
@@ -178,7 +178,7 @@ async def export_user(
                     yield chunk
                 first = False
                 seq = -1
-                while messages := await _messages_after(session, conversation.id, seq, page_size):
+                while messages := await messages_after(session, conversation.id, seq, page_size):
                     page = (MessagePublic.model_validate(m) for m in messages)
                     if chunk := out.add(_joined(page, first=seq < 0)):
                         yield chunk

@@ -183,3 +183,22 @@ class ChatSettings(BaseSettings):
     search_limit: str = Field(
         "60/minute", description="Conversation searches (`GET /api/conversations?q=`) per user."
     )
+    import_max_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=1024,
+        description="Largest file `POST /api/conversations/import` accepts (413 above); "
+        "that route's body may be this large whatever SERVE_MAX_BODY_BYTES says.",
+    )
+    import_max_conversations: int = Field(
+        1000, ge=1, description="Conversations one import may hold (413 above)."
+    )
+    import_max_messages: int = Field(
+        50_000,
+        ge=1,
+        description="Messages one import may hold, all conversations together (413 above).",
+    )
+    share_view_limit: str = Field(
+        "120/minute",
+        description="Views of shared conversations (`GET /api/shares/{token}`, no login) per "
+        "client IP address.",
+    )

@@ -235,3 +235,24 @@ class StoredResponse(Base):
     request_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ConversationShare(Base):
+    """A read-only link to a snapshot of a conversation (migration 0012): the title and
+    messages as they were when it was made, found by the hash of its token (the token is
+    shown once). Revoking it deletes the row; it goes with its conversation or owner."""
+
+    __tablename__ = "conversation_shares"
+    __table_args__ = (Index("ix_conversation_shares_conversation", "conversation_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(200))
+    # [{role, content, created_at, model, sources}, ...], oldest first
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -46,6 +46,8 @@ from deployments.ingress.routes import (
     metrics,
     openai,
     responses,
+    shares,
+    transfer,
     usage,
 )
 from deployments.ingress.web import mount_web
@@ -79,7 +81,9 @@ def create_api(
     api.include_router(health.router)
     api.include_router(auth.router)
     api.include_router(account.router)
+    api.include_router(transfer.router)  # before /api/conversations/{id}
     api.include_router(conversations.router)
+    api.include_router(shares.router)
     api.include_router(openai.router)
     api.include_router(messages.router)
     api.include_router(responses.router)
@@ -92,7 +96,12 @@ def create_api(
     api.include_router(knowledge.router)
 
     mount_web(api)  # last: every API route above takes precedence
-    api.add_middleware(BodySizeLimit, max_bytes=state.settings.serve.max_body_bytes)
+    api.add_middleware(
+        BodySizeLimit,
+        max_bytes=state.settings.serve.max_body_bytes,
+        # an import is a whole export file; its own limit is checked on the file itself
+        larger={transfer.IMPORT_PATH: state.settings.chat.import_max_bytes + 64 * 1024},
+    )
     api.add_middleware(SecurityHeaders, hsts_max_age_s=state.settings.hsts_max_age_s())
     if state.settings.auth.cors_origins:
         api.add_middleware(

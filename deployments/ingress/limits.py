@@ -6,11 +6,15 @@ refused at once (the server delivers no more than it declares). A body without o
 read here, up to the limit, before the app runs: raising from inside the app's
 `receive` does not work, because FastAPI turns any error while it parses a body into
 400 "There was an error parsing the body".
+
+`larger` names paths that take bigger bodies (the import of an export file), each with
+its own limit.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,14 +22,17 @@ from deployments.ingress.errors import envelope
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, larger: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, max_bytes: int) -> None:
         body = json.dumps(
             envelope(
-                f"request body is larger than {self.max_bytes} bytes",
+                f"request body is larger than {max_bytes} bytes",
                 type_="invalid_request_error",
                 code="payload_too_large",
             )
@@ -47,14 +54,19 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted under a prefix (Serve's route_prefix)
+            path = path[len(root) :]
+        max_bytes = self.larger.get(path, self.max_bytes)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > max_bytes
                 except ValueError:
                     too_big = True
                 if too_big:
-                    await self._reject(send)
+                    await self._reject(send, max_bytes)
                     return
                 await self.app(scope, receive, send)
                 return
@@ -67,8 +79,8 @@ class BodySizeLimit:
                 return
             chunk: bytes = message.get("body", b"")
             seen += len(chunk)
-            if seen > self.max_bytes:
-                await self._reject(send)
+            if seen > max_bytes:
+                await self._reject(send, max_bytes)
                 return
             parts.append(chunk)
             if not message.get("more_body", False):
