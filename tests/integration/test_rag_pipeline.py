@@ -13,7 +13,7 @@ from chatapp.rag.documents import DocumentError
 from chatapp.rag.embedder import Embedder
 from chatapp.rag.store import store_for
 from pipelines.build_index import build_index, index_is_current
-from tests.fakes.corpus import write_corpus
+from tests.fakes.corpus import PRINTER_MD, write_corpus
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -95,3 +95,39 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
 
     skipped = build_index([str(corpus)], kb="k", rag=rag, skip_errors=True)
     assert skipped.skipped == [str(corpus / "broken.pdf")] and skipped.up_to_date
+
+
+def test_each_version_gets_a_lexical_index_that_hybrid_search_uses(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    (corpus / "printer.md").write_text(PRINTER_MD)
+    rag = RagSettings(index_dir=tmp_path / "indexes", chunk_tokens=64, chunk_overlap=8)
+    assert rag.retrieval == "hybrid"
+    build_index([str(corpus)], kb="office", rag=rag)
+    index = store_for(rag).load("office")
+    assert index.lexical is not None and index.lexical.rows == index.manifest.chunks
+    assert index.manifest.build["lexical"] == "bm25s"
+
+    def best(question: str, retrieval: str) -> str:
+        hits = index.search(
+            embedder.encode([question]),
+            top_k=1,
+            threshold=0.2,
+            texts=[question],
+            retrieval=retrieval,
+        )[0]  # type: ignore[arg-type]
+        return f"{Path(hits[0].source).name}#{hits[0].anchor}" if hits else ""  # fmt: skip
+
+    code = "what does E-7144 mean"
+    assert best(code, "dense") != "printer.md#e-7144"  # embeddings mix the codes up
+    assert best(code, "hybrid") == "printer.md#e-7144"
+    assert best("when do I cut back my roses", "hybrid") == "garden.md#pruning-roses"
+
+    # An update rebuilds the lexical index with the kept chunks and the new ones.
+    (corpus / "printer.md").write_text(PRINTER_MD + "\n## QQ-1000\n\nThe scanner lid is open.\n")
+    assert build_index([str(corpus)], kb="office", rag=rag).version == 2
+    index = store_for(rag).load("office")
+    assert index.lexical is not None and index.lexical.rows == index.manifest.chunks
+    assert best("QQ-1000", "hybrid") == "printer.md#qq-1000"
+    assert best(code, "hybrid") == "printer.md#e-7144"
