@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatapp.db.models import Message, StoredResponse
@@ -74,3 +74,18 @@ async def get_response(
         select(func.max(Message.seq)).where(Message.conversation_id == reply.conversation_id)
     )
     return ResponseRow(response=response, reply=reply, latest=newest == reply.seq)
+
+
+async def delete_response(
+    *, session: AsyncSession, user_id: uuid.UUID, response_id: uuid.UUID
+) -> None:
+    """Forget the user's response (its turn stays in the conversation); `NotFound` for
+    anyone else's."""
+    result = await session.execute(
+        delete(StoredResponse).where(
+            StoredResponse.id == response_id, StoredResponse.user_id == user_id
+        )
+    )
+    await session.commit()
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise NotFound(f"response resp_{response_id.hex} not found")

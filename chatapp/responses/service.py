@@ -133,6 +133,14 @@ class ResponsesService:
             error=error,
         )
 
+    async def delete(self, *, user_id: uuid.UUID, response_id_text: str) -> None:
+        """Forget a stored response of the user's: it can no longer be read or continued;
+        its turn stays in the conversation (delete that in /api)."""
+        async with self._sessions() as session:
+            await repository.delete_response(
+                session=session, user_id=user_id, response_id=parse_response_id(response_id_text)
+            )
+
     async def create(
         self, *, user_id: uuid.UUID, request: ResponseRequest, cache: CacheMode = "auto"
     ) -> ResponseRun:

@@ -246,8 +246,13 @@ def test_another_users_response_is_not_found(
     response = httpx.get(f"{base}/v1/responses/{mine.id}", headers=other)
     error = expect_error(response, 404)
     assert error["type"] == "invalid_request_error" and error["code"] == "not_found"
-    # The owner still reads it.
+    with pytest.raises(openai.NotFoundError):
+        theirs.responses.delete(mine.id)
+    # The owner still reads it, and may delete it: then it is gone for the owner too.
     assert sdk.responses.retrieve(mine.id).output_text == mine.output_text
+    sdk.responses.delete(mine.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(mine.id)
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,15 @@ async def test_a_response_is_a_turn_and_previous_response_id_continues_it(rig: R
         await service(rig).get(user_id=stranger, response_id_text=second.id)
     with pytest.raises(NotFound):
         await respond(rig, stranger, input="Hi", previous_response_id=second.id)
+    with pytest.raises(NotFound):
+        await service(rig).delete(user_id=stranger, response_id_text=second.id)
+    # Deleted: neither read nor continued any more; the conversation keeps its turns.
+    await service(rig).delete(user_id=user, response_id_text=second.id)
+    with pytest.raises(NotFound):
+        await service(rig).get(user_id=user, response_id_text=second.id)
+    with pytest.raises(NotFound):
+        await respond(rig, user, input="Hi", previous_response_id=second.id)
+    assert len(await rig.stored(uuid.UUID(first.conversation_id))) == 4
 
 
 async def test_earlier_input_items_are_stored_first_and_a_failed_start_removes_them(

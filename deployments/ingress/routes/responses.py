@@ -1,5 +1,6 @@
-"""OpenAI Responses API: POST /v1/responses (streamed or not) and GET /v1/responses/{id},
-kept server-side as turns of the user's conversations (`chatapp/responses/service.py`)."""
+"""OpenAI Responses API: POST /v1/responses (streamed or not), GET and DELETE
+/v1/responses/{id}, kept server-side as turns of the user's conversations
+(`chatapp/responses/service.py`)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,10 @@ async def _events(run: ResponseRun) -> AsyncIterator[ServerSentEvent]:
 @router.get("/{response_id}")
 async def get_response(response_id: str, state: StateDep, user: ApiUser) -> ResponseObject:
     return await _service(state).get(user_id=user.id, response_id_text=response_id)
+
+
+@router.delete("/{response_id}")
+async def delete_response(response_id: str, state: StateDep, user: ApiUser) -> dict[str, object]:
+    """Forget the response (its turn stays in the conversation)."""
+    await _service(state).delete(user_id=user.id, response_id_text=response_id)
+    return {"id": response_id, "object": "response.deleted", "deleted": True}
