@@ -160,6 +160,7 @@ class ShardClient:
         content: str,
         covers_seq: int,
         model: str | None,
+        written_after: MessagePublic,
     ) -> SummaryPublic | None:
         shard = self.shard_for(conversation_id)
         return await self._call(
@@ -170,6 +171,7 @@ class ShardClient:
                 content=content,
                 covers_seq=covers_seq,
                 model=model,
+                written_after=written_after,
             )
         )
 

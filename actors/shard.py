@@ -185,6 +185,7 @@ class ConversationShard:
         content: str,
         covers_seq: int,
         model: str | None,
+        written_after: MessagePublic,
         trace_context: dict[str, str] | None = None,
     ) -> SummaryPublic | None:
         with self._span("store_summary", trace_context):
@@ -194,6 +195,7 @@ class ConversationShard:
                 content=content,
                 covers_seq=covers_seq,
                 model=model,
+                written_after=written_after,
             )
 
     async def passivate_idle(self) -> int:

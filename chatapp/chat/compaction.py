@@ -181,7 +181,7 @@ class Compactor:
         )
         if plan is None:
             return None
-        task = asyncio.create_task(self._summarise(user_id, conversation_id, plan, model))
+        task = asyncio.create_task(self._summarise(user_id, conversation_id, plan, model, reply))
         self._running[conversation_id] = task
         task.add_done_callback(lambda _: self._running.pop(conversation_id, None))
         return task
@@ -195,7 +195,12 @@ class Compactor:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
     async def _summarise(
-        self, user_id: uuid.UUID, conversation_id: uuid.UUID, plan: SummaryPlan, model: str | None
+        self,
+        user_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        plan: SummaryPlan,
+        model: str | None,
+        reply: MessagePublic,
     ) -> None:
         outcome = "failed"
         try:
@@ -206,6 +211,7 @@ class Compactor:
                 content=content,
                 covers_seq=plan.covers_seq,
                 model=used_model,
+                written_after=reply,
             )
             outcome = "stored" if stored is not None else "stale"
         except Exception as exc:  # never the user's problem: the prompt is trimmed instead

@@ -484,14 +484,21 @@ class ConversationStore:
         content: str,
         covers_seq: int,
         model: str | None,
+        written_after: MessagePublic,
     ) -> SummaryPublic | None:
         """Store a running summary written after a turn (see `chatapp.chat.compaction`);
-        None when it is stale: the newest covers as much, or its messages were rewritten."""
+        None when it is stale: the newest covers as much, or the history it was written
+        from was rewritten meanwhile (its turn's reply is no longer there)."""
         hot = await self._activate(conversation_id, user_id)
         async with hot.lock:
-            if covers_seq >= hot.next_seq - 1 or hot.rewrite is not None or hot.undo:
-                return None  # a summary must leave the last turn; an edit is under way
+            if covers_seq >= written_after.seq or hot.rewrite is not None or hot.undo:
+                return None  # a summary leaves the last turn; an edit is under way
             async with self._sessionmaker() as session:
+                reply = await repository.get_message(
+                    session=session, conversation_id=conversation_id, seq=written_after.seq
+                )
+                if reply is None or reply.id != written_after.id:
+                    return None
                 stored = await summaries.add_summary(
                     session=session,
                     conversation_id=conversation_id,

@@ -120,9 +120,11 @@ class ConversationShards(Protocol):
         content: str,
         covers_seq: int,
         model: str | None,
+        written_after: MessagePublic,
     ) -> SummaryPublic | None:
-        """Store a new running-summary version for the next turns' prompts; None when
-        the newest one already covers as much (see `chatapp.chat.summaries`)."""
+        """Store a new running-summary version for the next turns' prompts, written from
+        the history as of the reply `written_after`; None when it is stale: the newest
+        one covers as much, or that reply is gone (an edit or regenerate came first)."""
         ...
 
 

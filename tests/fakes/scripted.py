@@ -17,6 +17,7 @@ class Answer:
     error: Exception | None = None
     delay_s: float = 0.0  # before the first word
     gate: asyncio.Event | None = None  # wait for it before the first word
+    called: asyncio.Event | None = None  # set when the call starts
 
 
 class ScriptedProvider(ChatProvider):
@@ -39,6 +40,8 @@ class ScriptedProvider(ChatProvider):
             raise step
         if step.delay_s:
             await asyncio.sleep(step.delay_s)
+        if step.called is not None:
+            step.called.set()
         if step.gate is not None:
             await step.gate.wait()
         words = step.text.split(" ")

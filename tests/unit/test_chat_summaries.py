@@ -205,10 +205,11 @@ async def test_a_turn_never_waits_for_its_summary(rig: Rig) -> None:
     user, conv = await rig.conversation()
     await rig.turn(user, conv, 1)
     await rig.turn(user, conv, 2)
-    gate = asyncio.Event()
-    rig.model.default = Answer(SUMMARY_1, gate=gate)  # the summariser's call blocks
+    gate, called = asyncio.Event(), asyncio.Event()
+    rig.model.default = Answer(SUMMARY_1, gate=gate, called=called)  # the summary blocks
 
     done = await asyncio.wait_for(rig.turn(user, conv, 3), timeout=5)
+    await asyncio.wait_for(called.wait(), timeout=5)
     assert done.message.content == reply(3) and done.message.status == "complete"
     assert rig.service.compaction.running(conv)
     assert len(rig.summary_prompts()) == 1 and await rig.summary(conv) is None
@@ -300,3 +301,21 @@ async def test_summaries_can_be_switched_off(db: DatabaseSettings) -> None:
         assert rig.summary_prompts() == [] and await rig.summary(conv) is None
     finally:
         await rig.close()
+
+
+async def test_a_summary_written_before_an_edit_is_not_stored_after_it(rig: Rig) -> None:
+    user, conv = await rig.conversation()
+    await rig.turn(user, conv, 1)
+    await rig.turn(user, conv, 2)
+    gate, called = asyncio.Event(), asyncio.Event()
+    rig.model.default = Answer(SUMMARY_1, gate=gate, called=called)
+    await rig.turn(user, conv, 3)  # its summary (of turns 1 and 2) waits on the gate
+    await asyncio.wait_for(called.wait(), timeout=5)
+    assert rig.service.compaction.running(conv)
+    await rig.turn(user, conv, 9, content="Question 2, edited: Porto instead?", replace_from_seq=2)
+
+    gate.set()  # the summary of the old turns comes back after the edit: it is dropped
+    await rig.service.compaction.drain()
+    assert await rig.summary(conv) is None
+    await rig.turn(user, conv, 10)
+    assert SUMMARY_HEADER not in text_of(rig.turn_prompts()[-1])
