@@ -8,8 +8,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
 
 from chatapp.chat.transfer import (
     MEDIA_TYPES,
