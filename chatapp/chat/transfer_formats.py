@@ -30,9 +30,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -52,6 +53,17 @@ VERSION = 1
 ACCOUNT_FORMAT = "chatapp-export"  # chatapp/export.py: its conversations import too
 
 ExportFormat = Literal["json", "markdown"]
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("the time is out of range in UTC") from exc
+
+
+# A time with its offset, stored in UTC (as every time ChatApp keeps).
+UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +86,16 @@ class MessageRecord(BaseModel):
     role: Role
     content: StoredText
     status: Literal["complete", "incomplete"] = "complete"
-    finish_reason: str | None = Field(None, max_length=32)
-    model: str | None = Field(None, max_length=200)
-    provider: str | None = Field(None, max_length=64)
+    finish_reason: StoredText | None = Field(None, max_length=32)
+    model: StoredText | None = Field(None, max_length=200)
+    provider: StoredText | None = Field(None, max_length=64)
     prompt_tokens: int = Field(0, ge=0, le=MAX_SEQ)
     completion_tokens: int = Field(0, ge=0, le=MAX_SEQ)
     cost_usd: float = Field(0.0, ge=0, lt=1_000_000)
     cached: bool = False
-    fallback_from: str | None = Field(None, max_length=200)
+    fallback_from: StoredText | None = Field(None, max_length=200)
     sources: list[SourcePublic] = Field(default_factory=list)
-    created_at: AwareDatetime
+    created_at: UtcTime
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -98,8 +110,8 @@ class ConversationRecord(BaseModel):
 
     id: uuid.UUID | None = Field(None, description="In exports; an import makes a new id.")
     title: StoredText = Field("", max_length=200)
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: UtcTime
+    updated_at: UtcTime
     messages: list[MessageRecord] = Field(default_factory=list)
 
 
@@ -108,7 +120,7 @@ class ConversationsFile(BaseModel):
 
     format: Literal["chatapp-conversations"]
     version: Literal[1]
-    exported_at: AwareDatetime | None = None
+    exported_at: UtcTime | None = None
     conversations: list[ConversationRecord]
 
 
@@ -167,6 +179,8 @@ def parse_import(
         raise InvalidRequest(
             f"the file is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from exc
+    except RecursionError as exc:
+        raise InvalidRequest("the file nests its JSON too deeply to be an export") from exc
     if isinstance(document, list):
         _check_counts(len(document), None, limits)
         conversations = from_chatgpt(document, now=now)

@@ -123,6 +123,12 @@ def test_a_chatgpt_tree_that_does_not_reach_its_current_node_is_refused() -> Non
         (b"\xff\xfe{}", "not UTF-8"),
         (b'{"conversations": []}', "expected ChatApp's conversations JSON"),
         (b'"text"', "expected ChatApp's conversations JSON"),
+        (b"[" * 100_000, "nests its JSON too deeply"),
+        (
+            b'{"format": "chatapp-conversations", "version": 1, "conversations": [{'
+            b'"created_at": "9999-12-31T23:59:59-23:59", "updated_at": "2026-01-01T00:00:00Z"}]}',
+            "conversations[0].created_at: Value error, the time is out of range in UTC",
+        ),
         (
             b'{"format": "chatapp-conversations", "version": 2, "conversations": []}',
             "version: Input should be 1",
@@ -139,11 +145,13 @@ def test_a_bad_chatapp_message_is_named_by_its_place() -> None:
     document = json.loads(_document([_record()]))
     document["conversations"][0]["messages"][1]["role"] = "robot"
     document["conversations"][0]["messages"][2]["content"] = "nul \x00 inside"
+    document["conversations"][0]["messages"][2]["model"] = "nul \x00 too"
     with pytest.raises(InvalidRequest) as caught:
         _parse(document)
     message = caught.value.message
     assert "conversations[0].messages[1].role: Input should be" in message
     assert "conversations[0].messages[2].content" in message and "NUL" in message
+    assert "conversations[0].messages[2].model" in message
 
 
 def test_oversized_imports_are_refused_with_the_limit() -> None:
