@@ -8,10 +8,13 @@ import { ChatView } from "./chat";
 import { h } from "./dom";
 import { showLogin } from "./login";
 import type { CurrentUser } from "./state";
+import { shareToken, showShared } from "./transfer";
 
 const app = document.querySelector<HTMLDivElement>("#app")!;
 
 async function boot(notice = ""): Promise<void> {
+  const token = shareToken(); // a share link: its read-only page, no login
+  if (token) return showShared(app, token);
   let providers: Provider[] | null;
   try {
     providers = await detectAuth();

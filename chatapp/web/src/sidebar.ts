@@ -1,11 +1,13 @@
 // The sidebar: the new-chat button, search, the conversation list paged by cursor,
-// rename and delete in place, and the account box.
+// rename, delete, export and share in place, importing chats, and the account box.
 import { json } from "./api";
-import { h, relativeTime } from "./dom";
+import { copyText, h, relativeTime } from "./dom";
 import { describe } from "./notice";
 import type { Notice } from "./notice";
 import { store } from "./state";
 import type { ChatState, Conversation, CurrentUser } from "./state";
+import { exportConversation, importFile, shareConversation } from "./transfer";
+import type { ExportFormat } from "./transfer";
 
 const PAGE = 20;
 
@@ -23,6 +25,7 @@ export class Sidebar {
   private readonly more = h("button", { class: "more", hidden: true, "data-testid": "load-more" }, "Load more");
   // maxlength: the server refuses longer searches (CHAT_MAX_SEARCH_CHARS, 100 by default)
   private readonly search = h("input", { type: "search", placeholder: "Search chats", "aria-label": "Search chats", "data-testid": "search", maxlength: "100" });
+  private readonly importInput = h("input", { type: "file", accept: ".json,application/json", hidden: true, "data-testid": "import-file" });
   private cursor: string | null = null;
   private query = "";
 
@@ -32,6 +35,7 @@ export class Sidebar {
     private readonly actions: SidebarActions,
   ) {
     this.more.addEventListener("click", () => void this.loadConversations(false));
+    this.importInput.addEventListener("change", () => void this.importChosen());
     let searchTimer = 0;
     this.search.addEventListener("input", () => {
       clearTimeout(searchTimer);
@@ -59,6 +63,8 @@ export class Sidebar {
       this.search,
       this.list,
       this.more,
+      h("button", { class: "link import", "data-testid": "import", title: "Import a ChatApp or ChatGPT export (conversations.json)", onclick: () => this.importInput.click() }, "Import chats…"),
+      this.importInput,
       account,
     );
   }
@@ -100,10 +106,43 @@ export class Sidebar {
     const li = h("li", { "data-id": c.id, "data-testid": "conversation", class: c.id === this.state.conversationId ? "active" : "" }, label);
     const actions = h("span", { class: "actions" },
       h("button", { class: "icon", title: "Rename", "aria-label": "Rename", "data-testid": "rename", onclick: () => this.rename(li, c) }, "✎"),
+      h("button", { class: "icon", title: "Share a read-only link", "aria-label": "Share", "data-testid": "share", onclick: () => void this.share(c) }, "🔗"),
+      h("button", { class: "icon", title: "Export as JSON", "aria-label": "Export as JSON", "data-testid": "export-json", onclick: () => void this.download(c, "json") }, "⤓"),
+      h("button", { class: "icon", title: "Export as Markdown", "aria-label": "Export as Markdown", "data-testid": "export-markdown", onclick: () => void this.download(c, "markdown") }, "M"),
       h("button", { class: "icon", title: "Delete", "aria-label": "Delete", "data-testid": "delete", onclick: () => this.confirmDelete(li, c) }, "✕"),
     );
     li.append(actions);
     return li;
+  }
+
+  private async download(c: Conversation, format: ExportFormat): Promise<void> {
+    try {
+      await exportConversation(c.id, format);
+    } catch (err) {
+      this.notice.show("error", `Export failed: ${describe(err)}`);
+    }
+  }
+
+  private async share(c: Conversation): Promise<void> {
+    try {
+      const link = await shareConversation(c.id);
+      this.notice.show("info", `Read-only link to “${c.title || "New chat"}” as it is now (shown once): ${link}`, "Copy link", () => void copyText(link));
+    } catch (err) {
+      this.notice.show("error", `Sharing failed: ${describe(err)}`);
+    }
+  }
+
+  private async importChosen(): Promise<void> {
+    const file = this.importInput.files?.[0];
+    this.importInput.value = "";
+    if (!file) return;
+    try {
+      const count = await importFile(file);
+      this.notice.show("info", `Imported ${count} chat${count === 1 ? "" : "s"} from ${file.name}.`);
+      await this.loadConversations(true);
+    } catch (err) {
+      this.notice.show("error", `Import failed: ${describe(err)}`);
+    }
   }
 
   private rename(li: HTMLLIElement, c: Conversation): void {
