@@ -198,6 +198,8 @@ def to_chat_messages(request: MessagesRequest) -> list[ChatMessage]:
 
 
 def stop_reason(finish: Finish) -> StopReason:
+    if finish.stop_sequence is not None:
+        return "stop_sequence"
     return _STOP_REASONS.get(finish.finish_reason, "end_turn")
 
 
@@ -240,5 +242,6 @@ def to_message(
         content=content,
         model=finish.model or requested_model,
         stop_reason=stop_reason(finish),
+        stop_sequence=finish.stop_sequence,
         usage=usage(finish),
     )

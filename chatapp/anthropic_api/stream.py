@@ -61,7 +61,7 @@ class AnswerEvents:
         events = self._close()
         delta: dict[str, Any] = {
             "type": "message_delta",
-            "delta": {"stop_reason": stop_reason(chunk), "stop_sequence": None},
+            "delta": {"stop_reason": stop_reason(chunk), "stop_sequence": chunk.stop_sequence},
             "usage": usage(chunk).model_dump(),
         }
         if self._sources:

@@ -39,6 +39,7 @@ class CachedAnswer:
     completion_tokens: int
     model: str
     provider: str
+    stop_sequence: str | None = None
 
 
 _PIECES = re.compile(r"\S+\s*|\s+")
@@ -53,6 +54,7 @@ def answer_of(parts: list[str], finish: Finish) -> CachedAnswer:
         completion_tokens=finish.completion_tokens,
         model=finish.model,
         provider=finish.provider,
+        stop_sequence=finish.stop_sequence,
     )
 
 
@@ -72,6 +74,7 @@ def replay_finish(hit: CachedAnswer) -> Finish:
         provider=hit.provider,
         cost_usd=0.0,
         cached=True,
+        stop_sequence=hit.stop_sequence,
     )
 
 

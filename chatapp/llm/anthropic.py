@@ -122,6 +122,7 @@ class AnthropicProvider(ChatProvider):
             return
         kwargs["stream"] = True
         reason: str | None = None
+        matched: str | None = None  # the stop sequence that ended it, if one did
         prompt_tokens = completion_tokens = 0
         answered_model = model
         calls: dict[int, int] = {}  # content block index -> tool call number
@@ -148,6 +149,7 @@ class AnthropicProvider(ChatProvider):
                                 )
                     elif event.type == "message_delta":
                         reason = event.delta.stop_reason or reason
+                        matched = event.delta.stop_sequence or matched
                         completion_tokens = event.usage.output_tokens
                     elif event.type == "message_stop":
                         reason = reason or "end_turn"
@@ -161,6 +163,7 @@ class AnthropicProvider(ChatProvider):
             completion_tokens=completion_tokens,
             model=answered_model,
             provider=self.name,
+            stop_sequence=matched,
         )
 
     async def _whole(self, kwargs: dict[str, Any], model: str) -> AsyncIterator[Chunk]:
@@ -183,6 +186,7 @@ class AnthropicProvider(ChatProvider):
             completion_tokens=message.usage.output_tokens,
             model=message.model or model,
             provider=self.name,
+            stop_sequence=message.stop_sequence,
         )
 
     async def aclose(self) -> None:

@@ -153,6 +153,9 @@ class Finish:
     cost_usd: float = 0.0
     cached: bool = False  # replayed from the response cache
     fallback_from: str | None = None  # the model that failed before this one answered
+    # The request's stop sequence that ended the answer, where the model says which
+    # (Anthropic does; OpenAI-compatible servers only say "stop").
+    stop_sequence: str | None = None
 
 
 Chunk = TextDelta | ToolCallDelta | Finish

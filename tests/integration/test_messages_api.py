@@ -238,6 +238,18 @@ def test_stop_sequences_reach_the_model_and_end_the_answer(
     )
     assert message.content[0].text == "one two three "  # type: ignore[union-attr]
     assert claude.requests[-1].body["stop_sequences"] == ["STOP", "never"]
+    assert message.stop_reason == "stop_sequence" and message.stop_sequence == "STOP"
+    # streamed: the message_delta says which sequence ended it
+    claude.enqueue(Reply("alpha beta never gamma"))
+    with sdk(app, key).messages.stream(
+        model="claude-fake",
+        max_tokens=64,
+        stop_sequences=["STOP", "never"],
+        messages=[{"role": "user", "content": "Count."}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text == "alpha beta "  # type: ignore[union-attr]
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == "never"
 
 
 def test_a_model_stopped_by_max_tokens_says_so(
