@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from playwright.sync_api import Page, expect
@@ -34,7 +35,9 @@ def store_summary(pg_url: str, conversation_id: str, covers_seq: int) -> None:
         finally:
             await engine.dispose()
 
-    asyncio.run(write())
+    # Playwright's loop is current on this thread: run ours on another.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, write()).result()
 
 
 def test_the_page_marks_where_the_summary_stands_in(
