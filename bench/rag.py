@@ -170,15 +170,15 @@ def main() -> int:
 
     import ray
 
-    ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = False
     tmp = Path(tempfile.mkdtemp(prefix="rag-bench-"))
     try:
         corpus = make_corpus(tmp / "corpus", args.copies)
         rag = RagSettings(index_dir=tmp / "indexes", embed_batch_size=args.batch_size)
         embedding_stage(chunk_texts(corpus, rag), rag)
+        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False
         # Today's path: PyTorch, one actor, one call per 64 chunks.
         before = rag.model_copy(
             update={"embedding_backend": "torch", "embed_concurrency": 1, "embed_window": 64,
