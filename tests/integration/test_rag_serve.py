@@ -17,10 +17,12 @@ from ray import serve
 
 from actors.client import kill_shards
 from chatapp.config import RagSettings, Settings
+from chatapp.rag.embedder import Embedder
+from chatapp.rag.store import store_for
 from deployments.app import build_app
 from pipelines.build_index import build_index
 from tests.conftest import run_app
-from tests.fakes.corpus import write_corpus
+from tests.fakes.corpus import PRINTER_MD, write_corpus
 from tests.integration.sse import iter_events
 
 PREFIX = "/ragapp"
@@ -79,7 +81,9 @@ def new_conversation(client: httpx.Client) -> str:
 
 
 def test_knowledge_bases_are_listed_and_searchable(client: httpx.Client) -> None:
-    items = client.get("/api/knowledge-bases").json()["items"]
+    listed = client.get("/api/knowledge-bases").json()
+    assert listed["default"] == "garden"  # RAG_DEFAULT_KB, which the page's picker selects
+    items = listed["items"]
     garden = next(kb for kb in items if kb["id"] == "garden")
     assert garden["name"] == "garden" and garden["documents"] == 4 and garden["mode"] == "auto"
     assert client.get("/api/knowledge-bases/garden").json()["chunks"] == garden["chunks"]
@@ -215,3 +219,29 @@ def test_index_swap_while_queries_run(client: httpx.Client, rag_app: dict[str, A
     assert statuses and set(statuses) == {200}, f"{len(statuses)} queries: {set(statuses)}"
     top = client.post("/api/knowledge-bases/swap/search", json={"query": "mowing the lawn"})
     assert top.json()["items"][0]["source"].endswith("lawn.md")
+
+
+def test_search_is_hybrid_an_error_code_is_found_by_its_words(
+    client: httpx.Client, rag_app: dict[str, Any]
+) -> None:
+    corpus = rag_app["root"] / "printer-corpus"
+    corpus.mkdir()
+    (corpus / "printer.md").write_text(PRINTER_MD)
+    rag: RagSettings = rag_app["rag"]
+    build_index([str(corpus)], kb="printer", rag=rag)
+    question = "what does E-7144 mean"
+    # Dense alone ranks another code first (embeddings barely tell codes apart)...
+    index = store_for(rag).load("printer")
+    dense = index.search(Embedder().encode([question]), top_k=1, threshold=-1)[0]
+    assert dense[0].anchor != "e-7144"
+    deadline = time.monotonic() + 30
+    while not any(
+        kb["id"] == "printer" for kb in client.get("/api/knowledge-bases").json()["items"]
+    ):
+        assert time.monotonic() < deadline, "the new knowledge base was not picked up"
+        time.sleep(0.2)
+    # ...the retrieval deployment (RAG_RETRIEVAL=hybrid, the default) finds it first.
+    found = client.post("/api/knowledge-bases/printer/search", json={"query": question, "top_k": 1})
+    assert found.status_code == 200, found.text
+    assert [h["anchor"] for h in found.json()["items"]] == ["e-7144"]
+    assert "paper tray is empty" in found.json()["items"][0]["text"]
