@@ -61,6 +61,11 @@ class KnowledgeBasePublic(BaseModel):
 
 class KnowledgeBaseList(BaseModel):
     items: list[KnowledgeBasePublic]
+    default: str | None = Field(
+        None,
+        description="The knowledge base a chat turn is grounded in when it names none "
+        "(RAG_DEFAULT_KB), when it exists; the page's picker shows it selected.",
+    )
 
 
 class SearchRequest(BaseModel):

@@ -132,7 +132,7 @@ def new_context(
                     "httpOnly": True,
                     "sameSite": "Strict",
                 }
-                for prefix in ("", "/websim")
+                for prefix in ("", "/websim", "/kbweb")
             ]
         )
     return context

@@ -81,7 +81,9 @@ def new_conversation(client: httpx.Client) -> str:
 
 
 def test_knowledge_bases_are_listed_and_searchable(client: httpx.Client) -> None:
-    items = client.get("/api/knowledge-bases").json()["items"]
+    listed = client.get("/api/knowledge-bases").json()
+    assert listed["default"] == "garden"  # RAG_DEFAULT_KB, which the page's picker selects
+    items = listed["items"]
     garden = next(kb for kb in items if kb["id"] == "garden")
     assert garden["name"] == "garden" and garden["documents"] == 4 and garden["mode"] == "auto"
     assert client.get("/api/knowledge-bases/garden").json()["chunks"] == garden["chunks"]

@@ -73,8 +73,13 @@ export class ChatView {
     this.composer.focus();
   }
 
+  /** Bumped by every switch of conversation: a conversation that finishes loading after
+   * the user moved on (New chat, another conversation, a message sent) is not shown. */
+  private navigation = 0;
+
   private newChat(): void {
     if (this.state.controller) return;
+    this.navigation++;
     this.state.conversationId = null;
     this.state.messages = [];
     this.state.hasMore = false;
@@ -90,9 +95,11 @@ export class ChatView {
 
   private async open(id: string): Promise<void> {
     if (this.state.controller) return;
+    const ticket = ++this.navigation;
     this.layout.classList.remove("drawer-open");
     try {
       const detail = await json<Conversation & MessagePage>(`api/conversations/${id}?limit=50`);
+      if (ticket !== this.navigation || this.state.controller) return; // the user moved on
       this.state.conversationId = id;
       this.state.messages = detail.messages;
       this.state.hasMore = detail.has_more;
@@ -104,6 +111,7 @@ export class ChatView {
       this.composer.restoreDraft();
       this.notice.hide();
     } catch (err) {
+      if (ticket !== this.navigation || this.state.controller) return;
       if (err instanceof ApiError && err.status === 404) {
         this.newChat();
         return;

@@ -112,18 +112,23 @@ export class Composer {
     }
   }
 
-  /** Shown only when the server offers knowledge bases (GET /api/knowledge-bases). */
+  /** Shown only when the server offers knowledge bases (GET /api/knowledge-bases). It
+   * shows what a turn uses: the user's last choice, else the server's default knowledge
+   * base (what a turn naming none is grounded in), else none. */
   async loadKnowledgeBases(): Promise<void> {
     try {
-      const r = await json<{ items?: { id: string; name: string }[] } | { id: string; name: string }[]>("api/knowledge-bases");
-      const items = Array.isArray(r) ? r : (r.items ?? []);
+      const r = await json<{ items?: { id: string; name: string }[]; default?: string | null }>("api/knowledge-bases");
+      const items = r.items ?? [];
       if (!items.length) return;
       this.kbSelect.replaceChildren(
         h("option", { value: "" }, "No knowledge base"),
         ...items.map((kb) => h("option", { value: kb.id }, kb.name)),
       );
-      this.kbSelect.value = store.get("kb");
-      this.kbSelect.addEventListener("change", () => store.set("kb", this.kbSelect.value));
+      // "off": the user chose "No knowledge base" (an empty choice is never stored)
+      const saved = store.get("kb");
+      const offered = (id: string) => items.some((kb) => kb.id === id);
+      this.kbSelect.value = saved === "off" ? "" : offered(saved) ? saved : (r.default && offered(r.default) ? r.default : "");
+      this.kbSelect.addEventListener("change", () => store.set("kb", this.kbSelect.value || "off"));
       this.kbLabel.hidden = false;
     } catch {
       this.kbLabel.hidden = true; // not offered (404) or not allowed

@@ -28,10 +28,15 @@ def _retriever(state: IngressState) -> RetrievalHandle:
 
 @router.get("")
 async def list_knowledge_bases(state: StateDep, _user: CurrentUser) -> KnowledgeBaseList:
-    """Knowledge bases with their newest served version."""
+    """Knowledge bases with their newest served version, and the one a turn that names
+    none is grounded in."""
     if state.retrieval is None:
         return KnowledgeBaseList(items=[])
-    return KnowledgeBaseList(items=await state.retrieval.knowledge_bases())
+    items = await state.retrieval.knowledge_bases()
+    default = state.settings.rag.default_kb
+    return KnowledgeBaseList(
+        items=items, default=default if any(kb.id == default for kb in items) else None
+    )
 
 
 @router.get("/{kb_id}")
