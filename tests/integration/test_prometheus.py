@@ -187,11 +187,14 @@ def test_every_dashboard_query_and_recording_rule_returns_data(
     empty = wait_for_data(prometheus)
     assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
     # what a person on call reads there: the fallback and the user's 401 are visible
-    fallbacks = query(prometheus, "sum by (from_model) (ray_chatapp_llm_fallbacks_total)")
-    assert {r["metric"]["from_model"] for r in fallbacks} == {"gpt-fake"}
-    statuses = query(
-        prometheus, 'sum by (status) (ray_chatapp_http_requests_total{route="/api/me"})'
+    # (this app's series: the node's agent also exports those of the session's other apps)
+    fallbacks = query(
+        prometheus,
+        'sum by (from_model) (ray_chatapp_llm_fallbacks_total{application="observed"})',
     )
+    assert {r["metric"]["from_model"] for r in fallbacks} == {"gpt-fake"}
+    me = 'application="observed",route="/api/me"'
+    statuses = query(prometheus, f"sum by (status) (ray_chatapp_http_requests_total{{{me}}})")
     assert "401" in {r["metric"]["status"] for r in statuses}
 
 
