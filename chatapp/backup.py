@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import sqlite3
 import tempfile
 import time
@@ -39,20 +38,22 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from chatapp.config import DatabaseSettings
 from chatapp.db.engine import alembic_config, make_engine
 from chatapp.db.models import Base
-from chatapp.errors import ChatAppError
+from chatapp.errors import BackupError
+from chatapp.pgtools import (
+    Postgres,
+    check_versions,
+    client_major,
+    conninfo_value,
+    find_tool,
+    last_lines,
+    run,
+)
 
 Backend = Literal["postgresql", "sqlite"]
 # what `backup(..., keep=N)` may delete in a folder: the names it writes there, only
 BACKUP_NAME = re.compile(r"^chatapp-\d{8}T\d{6}Z\.(dump|sqlite3)$")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _PG_MAGIC = b"PGDMP"
-_PG_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
-
-
-class BackupError(ChatAppError):
-    """A backup or restore could not be made; the message says why and what to do."""
-
-    code = "backup_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,51 +88,6 @@ class _Facts:
 # -- the database's address ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Postgres:
-    """Connection parameters for libpq's tools, from DATABASE_URL."""
-
-    url: URL
-
-    @property
-    def dbname(self) -> str:
-        return self.url.database or self.url.username or "postgres"
-
-    def describe(self) -> str:
-        host = self.url.host or self.url.query.get("host") or "localhost"
-        return f"PostgreSQL database {self.dbname!r} at {host}:{self.url.port or 5432}"
-
-    def env(self) -> dict[str, str]:
-        """The child's environment: ours (PGSSLROOTCERT and the like still apply) with
-        the connection in libpq's variables, the password among them: a command line
-        is visible to every process on the machine, an environment is not."""
-        env = dict(os.environ)
-        host = self.url.host or self.url.query.get("host")
-        values = {
-            "PGHOST": host if isinstance(host, str) else None,
-            "PGPORT": str(self.url.port) if self.url.port else None,
-            "PGUSER": self.url.username,
-            "PGPASSWORD": self.url.password,
-            "PGDATABASE": self.dbname,
-            "PGSSLMODE": self._sslmode(),
-            "PGCONNECT_TIMEOUT": "30",
-            "PGAPPNAME": "chatapp-backup",
-        }
-        env.update({k: v for k, v in values.items() if v})
-        return env
-
-    def _sslmode(self) -> str | None:
-        mode = self.url.query.get("sslmode") or self.url.query.get("ssl")
-        if not isinstance(mode, str):
-            return None
-        mode = mode.lower()
-        return "require" if mode in ("true", "1", "on") else mode if mode in _PG_SSLMODES else None
-
-    def scrub(self, message: str) -> str:
-        password = self.url.password
-        return message.replace(password, "***") if password else message
-
-
 def _backend(settings: DatabaseSettings) -> tuple[Backend, URL]:
     url = make_url(settings.resolved_url())
     if url.get_backend_name() == "postgresql":
@@ -151,7 +107,7 @@ def _sqlite_file(url: URL) -> Path:
 # -- what the database holds -----------------------------------------------------------
 
 
-async def _facts(settings: DatabaseSettings, where: str, scrub: _Postgres | None) -> _Facts:
+async def _facts(settings: DatabaseSettings, where: str, scrub: Postgres | None) -> _Facts:
     engine = make_engine(settings)
     try:
         async with engine.connect() as conn:
@@ -252,73 +208,20 @@ def _kind_of_file(path: Path) -> Backend | None:
     return None
 
 
-# -- PostgreSQL's tools ----------------------------------------------------------------
-
-
-def _tool(name: str, pg_bin: Path | None) -> str:
-    found = shutil.which(name, path=str(pg_bin) if pg_bin is not None else None)
-    if found is None:
-        where = f"in {pg_bin}" if pg_bin is not None else "on PATH"
-        raise BackupError(
-            f"{name} not found {where}: install PostgreSQL's client tools, of the server's "
-            "major version or newer (Debian/Ubuntu: apt-get install postgresql-client), or "
-            "name their folder with --pg-bin"
-        )
-    return found
-
-
-async def _run(argv: list[str], pg: _Postgres) -> tuple[int, str, str]:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=pg.env(),
-        )
-    except OSError as exc:
-        raise BackupError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace"), pg.scrub(err.decode(errors="replace"))
-
-
-async def _client_major(tool: str, pg: _Postgres) -> int:
-    code, out, err = await _run([tool, "--version"], pg)
-    found = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
-    if code != 0 or found is None:
-        raise BackupError(f"{tool} --version did not answer as PostgreSQL's tool: {err or out}")
-    return int(found.group(1))
-
-
-def _check_versions(tool: str, client: int, server: int | None, pg: _Postgres) -> None:
-    if server is not None and server > client:
-        name = Path(tool).name
-        raise BackupError(
-            f"{name} is version {client}, older than the server ({pg.describe()} runs "
-            f"PostgreSQL {server}): install the client tools of version {server} or newer "
-            f"(postgresql-client-{server}), or name their folder with --pg-bin"
-        )
-
-
-def _last_lines(stderr: str, n: int = 6) -> str:
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    return "\n".join(lines[-n:]) or "no message"
+# -- PostgreSQL ------------------------------------------------------------------------
 
 
 async def _pg_backup(settings: DatabaseSettings, url: URL, final: Path, pg_bin: Path | None) -> str:
-    pg = _Postgres(url)
-    tool = _tool("pg_dump", pg_bin)
-    client = await _client_major(tool, pg)
+    pg = Postgres(url)
+    tool = find_tool("pg_dump", pg_bin)
+    client = await client_major(tool, pg)
     facts = await _facts(settings, pg.describe(), pg)
-    _check_versions(tool, client, facts.server_major, pg)
+    check_versions(tool, client, facts.server_major, pg)
     with _staged(final) as staged:
-        code, _, err = await _run(
-            [tool, "--format=custom", "--no-password", f"--file={staged}"], pg
-        )
+        code, _, err = await run([tool, "--format=custom", "--no-password", f"--file={staged}"], pg)
         if code != 0:
             raise BackupError(
-                f"pg_dump failed (exit {code}); no backup written:\n{_last_lines(err)}"
+                f"pg_dump failed (exit {code}); no backup written:\n{last_lines(err)}"
             )
     return pg.describe()
 
@@ -326,36 +229,31 @@ async def _pg_backup(settings: DatabaseSettings, url: URL, final: Path, pg_bin: 
 async def _pg_restore(
     settings: DatabaseSettings, url: URL, source: Path, *, force: bool, pg_bin: Path | None
 ) -> tuple[str, str | None]:
-    pg = _Postgres(url)
-    tool = _tool("pg_restore", pg_bin)
-    client = await _client_major(tool, pg)
-    code, listing, err = await _run([tool, "--list", str(source)], pg)
+    pg = Postgres(url)
+    tool = find_tool("pg_restore", pg_bin)
+    client = await client_major(tool, pg)
+    code, listing, err = await run([tool, "--list", str(source)], pg)
     if code != 0:
         raise BackupError(
-            f"{source} is not a backup pg_restore {client} can read:\n{_last_lines(err)}"
+            f"{source} is not a backup pg_restore {client} can read:\n{last_lines(err)}"
         )
     if not re.search(r"\bTABLE( DATA)? \S+ alembic_version\b", listing):
         raise BackupError(f"{source} is a PostgreSQL dump but not of a ChatApp database")
     facts = await _facts(settings, pg.describe(), pg)
-    _check_versions(tool, client, facts.server_major, pg)
+    check_versions(tool, client, facts.server_major, pg)
     _refuse_data(facts, pg.describe(), force)
     # objects owned by (and granted as) the restoring user: the roles of the dumped
     # cluster need not exist here
     argv = [tool, "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
             "--no-owner", "--no-privileges", "--no-password",
-            f"--dbname=dbname={_conninfo_value(pg.dbname)}", str(source)]  # fmt: skip
-    code, _, err = await _run(argv, pg)
+            f"--dbname=dbname={conninfo_value(pg.dbname)}", str(source)]  # fmt: skip
+    code, _, err = await run(argv, pg)
     if code != 0:
         raise BackupError(
-            f"pg_restore failed (exit {code}); the database was left as it was:\n{_last_lines(err)}"
+            f"pg_restore failed (exit {code}); the database was left as it was:\n{last_lines(err)}"
         )
     after = await _facts(settings, pg.describe(), pg)
     return pg.describe(), after.revision
-
-
-def _conninfo_value(value: str) -> str:
-    """`value` quoted for a libpq connection string (a database name is not parsed as one)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _refuse_data(facts: _Facts, where: str, force: bool) -> None:

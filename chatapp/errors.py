@@ -133,6 +133,12 @@ def _subclasses(cls: type[ChatAppError]) -> list[type[ChatAppError]]:
     return [cls, *(c for sub in cls.__subclasses__() for c in _subclasses(sub))]
 
 
+class BackupError(ChatAppError):
+    """A backup or restore could not be made; the message says why and what to do."""
+
+    code = "backup_failed"
+
+
 def from_code(code: str, message: str, *, retry_after: float | None = None) -> ChatAppError:
     """The error of class `code` (e.g. ``provider_timeout`` -> `ProviderTimeout`), with its
     retry hint where the class has one; an unknown code is a plain `ChatAppError`."""
