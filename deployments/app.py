@@ -12,6 +12,7 @@ from ray.serve import Application
 
 from chatapp.config import Settings
 from chatapp.db.engine import migrate
+from deployments.indexer import Indexer
 from deployments.ingress.app import ChatIngress
 from deployments.llm_server import SelfHostedLLM
 from deployments.retrieval import Retrieval, retrieval_options
@@ -38,11 +39,14 @@ def compose(settings: Settings) -> Application:
         logging_config=logging_config,
         **shutdown,
     ).bind(llm, settings)
-    retrieval = None
+    retrieval = indexer = None
     if settings.rag.enabled:
         retrieval = Retrieval.options(  # type: ignore[attr-defined]
             **retrieval_options(settings.rag, settings.serve, logging_config)
         ).bind(settings.rag)
+        indexer = Indexer.options(logging_config=logging_config).bind(  # type: ignore[attr-defined]
+            settings, retrieval
+        )
     return ChatIngress.options(  # type: ignore[attr-defined,no-any-return]
         autoscaling_config=ingress_autoscaling(settings.serve),
         max_ongoing_requests=settings.serve.ingress_max_ongoing_requests,
@@ -57,7 +61,7 @@ def compose(settings: Settings) -> Application:
         },
         logging_config=logging_config,
         **shutdown,
-    ).bind(settings, router, retrieval)
+    ).bind(settings, router, retrieval, indexer)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

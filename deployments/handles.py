@@ -146,6 +146,7 @@ class RetrievalHandle:
         top_k: int | None = None,
         score_threshold: float | None = None,
         missing_ok: bool = False,
+        min_version: int | None = None,
     ) -> list[RetrievedChunk]:
         hits: list[RetrievedChunk] = await call(
             self._handle.search.remote(
@@ -154,6 +155,7 @@ class RetrievalHandle:
                 top_k=top_k,
                 score_threshold=score_threshold,
                 missing_ok=missing_ok,
+                min_version=min_version,
             ),
             unavailable="knowledge-base search is unavailable",
         )
@@ -165,6 +167,10 @@ class RetrievalHandle:
             unavailable="knowledge-base search is unavailable",
         )
         return items
+
+    async def reload(self) -> None:
+        """Have a replica look for new index versions now (the others: on their own)."""
+        await call(self._handle.reload.remote(), unavailable="knowledge-base search is unavailable")
 
     async def embed(self, texts: list[str], *, max_input_tokens: int) -> EmbeddingResult:
         result: EmbeddingResult = await call(

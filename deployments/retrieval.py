@@ -1,11 +1,14 @@
 """Retrieval: embed queries (batched with `@serve.batch`) and search the FAISS index of
 a knowledge base. A shim over `chatapp.rag`.
 
-Each replica loads the newest version of every knowledge base in `RAG_INDEX_DIR` and
-looks for newer ones every `reload_interval_s` (or at once on `reload()`). A newer
-version is loaded off the event loop and swapped in with one assignment: a search
-already running keeps the version it started with, so no request is dropped. A version
-that fails to load is logged and the current one keeps serving.
+Each replica loads the newest version of every shared knowledge base in `RAG_INDEX_DIR`
+and looks for newer ones every `reload_interval_s` (or at once on `reload()`). Users'
+own knowledge bases are loaded when first searched, and again when a search asks for a
+newer version than the one loaded (the one its owner's latest upload built); the watcher
+keeps the loaded ones current and drops deleted ones. A newer version is loaded off the
+event loop and swapped in with one assignment: a search already running keeps the
+version it started with, so no request is dropped. A version that fails to load is
+logged and the current one keeps serving.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from chatapp.openai_api.embeddings import EmbeddingResult, check_lengths
 from chatapp.rag.chunking import chunker_for
 from chatapp.rag.embedder import Embedder, Vectors, embedder_for, model_label
 from chatapp.rag.schemas import KnowledgeBasePublic, RetrievedChunk
-from chatapp.rag.store import LoadedIndex, store_for
+from chatapp.rag.store import LoadedIndex, is_user_kb, store_for
 from deployments.scaling import autoscaling
 
 logger = logging.getLogger(__name__)
@@ -50,31 +53,54 @@ class Retrieval:
     # -- index versions -------------------------------------------------------------
 
     def _load_new(self) -> list[str]:
-        """Load every knowledge base whose newest version is not the one served."""
+        """Load every knowledge base whose newest version is not the one served (users'
+        own ones only when loaded already); drop the ones deleted."""
         swapped = []
-        for kb in self._store.knowledge_bases():
-            latest = self._store.latest(kb)
-            current = self._indexes.get(kb)
-            if latest is None or (current and current.version == latest):
+        on_disk = self._store.knowledge_bases()
+        gone = set(self._indexes) - set(on_disk)
+        if gone:
+            self._indexes = {kb: i for kb, i in self._indexes.items() if kb not in gone}
+            logger.info("dropped %s (deleted)", ", ".join(sorted(gone)))
+        for kb in on_disk:
+            if is_user_kb(kb) and kb not in self._indexes:
                 continue
-            if self._failed.get(kb) == latest:
-                continue
-            try:
-                index = self._store.load(kb, latest)
-                if index.manifest.model != self._model:
-                    raise ValueError(
-                        f"built with {index.manifest.model}, this replica embeds with "
-                        f"{self._model}; rebuild it or set RAG_EMBEDDING_MODEL"
-                    )
-            except Exception as exc:
-                self._failed[kb] = latest
-                logger.error("knowledge base %s version %s not loaded: %s", kb, latest, exc)
-                continue
-            self._indexes = {**self._indexes, kb: index}  # one assignment: the swap
-            swapped.append(f"{kb}@{latest}")
+            if self._load(kb):
+                swapped.append(f"{kb}@{self._indexes[kb].version}")
         if swapped:
             logger.info("serving %s", ", ".join(swapped))
         return swapped
+
+    def _load(self, kb: str) -> bool:
+        """Load the newest version of `kb` unless served already; whether one was."""
+        latest = self._store.latest(kb)
+        current = self._indexes.get(kb)
+        if latest is None or (current and current.version == latest):
+            return False
+        if self._failed.get(kb) == latest:
+            return False
+        try:
+            index = self._store.load(kb, latest)
+            if index.manifest.model != self._model:
+                raise ValueError(
+                    f"built with {index.manifest.model}, this replica embeds with "
+                    f"{self._model}; rebuild it or set RAG_EMBEDDING_MODEL"
+                )
+        except Exception as exc:
+            self._failed[kb] = latest
+            logger.error("knowledge base %s version %s not loaded: %s", kb, latest, exc)
+            return False
+        self._indexes = {**self._indexes, kb: index}  # one assignment: the swap
+        return True
+
+    async def _load_now(self, kb: str, min_version: int | None) -> LoadedIndex | None:
+        """`kb` at `min_version` or newer, loaded now if this replica has not yet."""
+        async with self._lock:
+            index = self._indexes.get(kb)
+            if index is None or (min_version is not None and index.version < min_version):
+                if self._embedder is None:
+                    self._embedder = await asyncio.to_thread(embedder_for, self._rag)
+                await asyncio.to_thread(self._load, kb)
+            return self._indexes.get(kb)
 
     async def reload(self) -> dict[str, int]:
         """Look for newer versions now; returns what is served (kb -> version)."""
@@ -113,6 +139,7 @@ class Retrieval:
                 created_at=index.manifest.created(),
             )
             for kb, index in sorted(self._indexes.items())
+            if not is_user_kb(kb)  # users' own: listed by the library, to their readers
         ]
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
@@ -153,8 +180,10 @@ class Retrieval:
         top_k: int | None = None,
         score_threshold: float | None = None,
         missing_ok: bool = False,
+        min_version: int | None = None,
     ) -> list[RetrievedChunk]:
-        """The best chunks of `knowledge_base` for `query`, best first.
+        """The best chunks of `knowledge_base` for `query`, best first, from index
+        version `min_version` or newer when given.
 
         `NotFound` for an unknown knowledge base (an empty list with `missing_ok`),
         `InvalidRequest` for an empty query or one over `max_query_chars`."""
@@ -167,10 +196,12 @@ class Retrieval:
                 "a search takes (RAG_MAX_QUERY_CHARS); shorten it"
             )
         index = self._indexes.get(knowledge_base)  # this version serves the whole request
+        if index is None or (min_version is not None and index.version < min_version):
+            index = await self._load_now(knowledge_base, min_version)
         if index is None:
             if missing_ok:
                 return []
-            known = ", ".join(sorted(self._indexes)) or "none yet"
+            known = ", ".join(sorted(k for k in self._indexes if not is_user_kb(k))) or "none yet"
             raise NotFound(
                 f"knowledge base {knowledge_base!r} not found (available: {known}); "
                 "build it with `chatapp index build SOURCE --name NAME`"

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,14 +35,23 @@ import ray
 from chatapp.config import RagSettings
 from chatapp.errors import InvalidRequest
 from chatapp.rag.chunking import chunker_for, embedding_text
-from chatapp.rag.documents import Document, DocumentError, Section, content_hash, load_document
+from chatapp.rag.documents import (
+    Document,
+    DocumentError,
+    NoDocuments,
+    Section,
+    content_hash,
+    load_document,
+)
 from chatapp.rag.embedder import embedder_for, model_label
+from chatapp.rag.jobs import BuildProgress
 from chatapp.rag.sources import SourceFiles, content_hashes, list_source_files
 from chatapp.rag.store import check_kb_name, plan_update, store_for
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+Report = Callable[[BuildProgress], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +67,17 @@ class BuildReport:
     embedded_chunks: int
     index_kind: str
     seconds: float
+    # document name -> sha256 of what the version holds; file -> why it was left out
+    sources: dict[str, str] = field(default_factory=dict, repr=False)
+    file_errors: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def chunks_per_s(self) -> float:
         return self.embedded_chunks / self.seconds if self.seconds else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "chunks_per_s": round(self.chunks_per_s, 1)}
+        summary = {k: v for k, v in asdict(self).items() if k not in ("sources", "file_errors")}
+        return {**summary, "chunks_per_s": round(self.chunks_per_s, 1)}
 
 
 # -- Ray Data stages (plain functions and one callable class) ----------------------------
@@ -147,15 +160,22 @@ def build_index(
     full: bool = False,
     skip_errors: bool = False,
     progress: Progress | None = None,
+    report: Report | None = None,
+    relative_names: bool = False,
 ) -> BuildReport:
-    """Build (or update) knowledge base `kb` from `sources`; returns what was done."""
+    """Build (or update) knowledge base `kb` from `sources`; returns what was done.
+
+    `progress` gets lines for people, `report` where the build is (files read, chunks
+    embedded). With `relative_names`, documents are named by their path under their
+    source folder (uploads: the name they were uploaded as)."""
     say = progress or logger.info
+    tell = report or (lambda _: None)
     started = time.perf_counter()
     check_kb_name(kb)
     if not sources:
         raise InvalidRequest("name at least one source folder, file or URI")
     store = store_for(rag)
-    listings = [list_source_files(s) for s in sources]
+    listings = [list_source_files(s, relative=relative_names) for s in sources]
     _check_unique_names(listings)
     model = model_label(rag.embedding_model)
     previous = store.manifest(kb)
@@ -173,6 +193,7 @@ def build_index(
     previous_hashes = {} if full or previous is None else previous.sources
     files = sum(len(listing.paths) for listing in listings)
     say(f"{kb}: reading {files} files from {', '.join(sources)}")
+    tell(BuildProgress("reading", files_total=files))
 
     docs = None
     for listing in listings:
@@ -183,6 +204,7 @@ def build_index(
     assert docs is not None
     docs = docs.materialize()
     statuses = docs.select_columns(["name", "sha256", "status", "error"]).take_all()
+    tell(BuildProgress("reading", files_total=files, files_done=files))
     errors = sorted((r["name"], r["error"]) for r in statuses if r["status"] == "error")
     if errors and not skip_errors:
         detail = "; ".join(e for _, e in errors)
@@ -191,13 +213,15 @@ def build_index(
             "(fix or remove them, or pass --skip-errors)"
         )
     current = {r["name"]: r["sha256"] for r in statuses if r["status"] != "error"}
+    if not current:
+        raise NoDocuments(dict(errors))
     plan = plan_update(previous_hashes, current)
     skipped = [name for name, _ in errors]
     if previous is not None and not full and plan.up_to_date:
         say(f"{kb}: version {previous.version} is up to date")
         return BuildReport(
             kb, previous.version, True, len(current), [], [], skipped, previous.chunks, 0,
-            previous.index_kind, time.perf_counter() - started,
+            previous.index_kind, time.perf_counter() - started, current, dict(errors),
         )  # fmt: skip
     say(f"{kb}: {len(plan.changed)} new or changed, {len(plan.removed)} removed, "
         f"{len(plan.unchanged)} unchanged")  # fmt: skip
@@ -220,7 +244,9 @@ def build_index(
             .materialize()
         )
         actors = embedding_actors(rag)
-        window = embedding_window(chunks.count(), actors, rag)
+        total = chunks.count()
+        window = embedding_window(total, actors, rag)
+        tell(BuildProgress("embedding", files, files, total, 0))
         say(f"{kb}: embedding with {actors} actor(s), {window} chunks a call")
         chunks = chunks.map_batches(
             _Embed,
@@ -235,13 +261,14 @@ def build_index(
             num_cpus=1,
             num_gpus=rag.embed_num_gpus,
         )
-        for batch in chunks.iter_batches(batch_size=1024, batch_format="numpy"):
+        for batch in chunks.iter_batches(batch_size=None, batch_format="numpy"):
             vectors.append(np.asarray(batch.pop("vector"), dtype=np.float32))
             columns = {k: v.tolist() for k, v in batch.items()}
             rows.extend(
                 dict(zip(columns, values, strict=True))
                 for values in zip(*columns.values(), strict=True)
             )
+            tell(BuildProgress("embedding", files, files, total, len(rows)))
     embedded = len(rows)
     if not full and previous is not None:
         old_rows, old_vectors = store.previous_rows(kb)
@@ -254,6 +281,7 @@ def build_index(
     matrix = np.concatenate(vectors)[order] if vectors else np.zeros((0, 0), dtype=np.float32)
     rows = [rows[i] for i in order]
     seconds = time.perf_counter() - started
+    tell(BuildProgress("writing", files, files, embedded, embedded))
     manifest = store.write(
         kb,
         rows=rows,
@@ -278,6 +306,7 @@ def build_index(
     return BuildReport(
         kb, manifest.version, False, len(current), plan.changed, plan.removed, skipped,
         manifest.chunks, embedded, manifest.index_kind, time.perf_counter() - started,
+        current, dict(errors),
     )  # fmt: skip
 
 

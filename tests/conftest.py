@@ -4,6 +4,7 @@ ChatApp Serve application with the real SmolLM2 model."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -43,9 +44,9 @@ def _asyncpg_dsn(url: str) -> str:
     return "postgresql://" + url.split("://", 1)[1]
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh database on the real PostgreSQL server, dropped at the end."""
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new database on the real PostgreSQL server (its URL), dropped at the end."""
     import asyncpg
 
     name = f"chatapp_test_{uuid.uuid4().hex[:10]}"
@@ -58,8 +59,17 @@ def pg_url() -> Iterator[str]:
             await conn.close()
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server, dropped at the end."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -154,11 +154,22 @@ class Retriever(Protocol):
         top_k: int | None = None,
         score_threshold: float | None = None,
         missing_ok: bool = False,
+        min_version: int | None = None,
     ) -> list[RetrievedChunk]:
         """Best chunks first; `NotFound` for an unknown knowledge base (unless
-        `missing_ok`: then none), `InvalidRequest` for a query it cannot take."""
+        `missing_ok`: then none), `InvalidRequest` for a query it cannot take. With
+        `min_version`, from that index version or a newer one."""
         ...
 
     async def knowledge_bases(self) -> list[KnowledgeBasePublic]:
         """The served knowledge bases with their newest version."""
+        ...
+
+
+class KnowledgeAccess(Protocol):
+    """Who may search which knowledge base (users' own ones are private)."""
+
+    async def searchable(self, user_id: uuid.UUID, knowledge_base: str) -> int | None:
+        """The least index version the user must be answered from (None: any);
+        `NotFound` when they may not read it, `Conflict` when it has no index yet."""
         ...

@@ -37,7 +37,13 @@ from typing import Any, cast
 
 from chatapp.cache.responses import CacheMode
 from chatapp.chat.compaction import Compactor, prompt_history
-from chatapp.chat.ports import ConversationShards, ModelRouter, ReplyRecord, Retriever
+from chatapp.chat.ports import (
+    ConversationShards,
+    KnowledgeAccess,
+    ModelRouter,
+    ReplyRecord,
+    Retriever,
+)
 from chatapp.chat.schemas import MessageCreate, MessagePublic, TurnOptions
 from chatapp.config import Settings
 from chatapp.errors import ChatAppError, InvalidRequest, NotFound, ProviderError, RateLimited
@@ -92,10 +98,12 @@ class ChatService:
         shards: ConversationShards,
         router: ModelRouter,
         retriever: Retriever | None = None,
+        knowledge: KnowledgeAccess | None = None,
         usage: UsageMeter | None = None,
         metrics: TurnMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._knowledge = knowledge  # None: every knowledge base is everyone's
         self._metrics = metrics or TurnMetrics(PrometheusInstruments())
         self._shards = shards
         self._router = router
@@ -139,11 +147,13 @@ class ChatService:
         *,
         knowledge_base: str | None,
         rag: RagMode | None,
+        user_id: uuid.UUID,
         default_kb: bool = True,
     ) -> list[RetrievedChunk]:
         """The sources a turn is grounded in (maybe none). Naming an unknown knowledge base
-        is `NotFound`; without a name the default one is used when it exists (and
-        `default_kb` allows). Retrieval failing otherwise only costs the grounding."""
+        or one the user may not read is `NotFound`; without a name the default one is used
+        when it exists (and `default_kb` allows). Retrieval failing otherwise only costs
+        the grounding."""
         if knowledge_base is None and not default_kb:
             return []
         rag_settings = self._settings.rag
@@ -155,12 +165,17 @@ class ChatService:
             return []
         if mode == "off" and knowledge_base is None:
             return []
+        min_version = None
+        if knowledge_base is not None and self._knowledge is not None:
+            min_version = await self._knowledge.searchable(user_id, knowledge_base)
         query = query[-rag_settings.max_query_chars :]
         started = time.perf_counter()
         outcome = "error"
         try:
             with tracing.span("chat.retrieve", {"chatapp.knowledge_base": kb}) as span:
-                hits = await self._retriever.search(query, kb, missing_ok=knowledge_base is None)
+                hits = await self._retriever.search(
+                    query, kb, missing_ok=knowledge_base is None, min_version=min_version
+                )
                 span.set_attribute("chatapp.retrieval.hits", len(hits))
             outcome = "ok"
         except (NotFound, InvalidRequest):
@@ -311,7 +326,7 @@ class ChatService:
         try:
             # Before the question is stored: an unknown knowledge base changes nothing.
             grounding = await self.ground(
-                content, knowledge_base=options.knowledge_base_id, rag=options.rag
+                content, knowledge_base=options.knowledge_base_id, rag=options.rag, user_id=user_id
             )
             with tracing.span("chat.begin_turn"):
                 start = await self._shards.begin_turn(
@@ -511,6 +526,7 @@ class ChatService:
                     last_question,
                     knowledge_base=knowledge_base,
                     rag=rag,
+                    user_id=user_id,
                     default_kb=rag is not None,
                 )
                 if grounding:

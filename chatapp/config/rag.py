@@ -144,6 +144,32 @@ class RagSettings(BaseSettings):
     reload_interval_s: float = Field(
         5.0, gt=0, description="How often a retrieval replica looks for newer index versions."
     )
+    upload_dir: Path = Field(
+        Path("var/uploads"),
+        description="Files uploaded to users' knowledge bases, one folder per knowledge base "
+        "(on a cluster: a volume every node mounts, like index_dir).",
+    )
+    max_file_bytes: int = Field(
+        10 * 1024 * 1024, ge=1, description="Largest uploaded file, and file in a zip (413)."
+    )
+    user_quota_bytes: int = Field(
+        50 * 1024 * 1024,
+        ge=0,
+        description="Bytes of files a user may keep in all their knowledge bases (413).",
+    )
+    user_max_knowledge_bases: int = Field(
+        20, ge=0, description="Knowledge bases a user may own (422 above)."
+    )
+    max_files: int = Field(500, ge=1, description="Files in one knowledge base (422 above).")
+    indexer_poll_s: float = Field(
+        1.0, gt=0, description="How often the indexer looks for knowledge bases to build."
+    )
+    indexer_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="An index job whose indexer stops renewing its lease for this long is "
+        "taken over by another indexer (or the restarted one).",
+    )
 
     def mode_of(self, kb: str) -> Literal["always", "auto", "off"]:
         """The RAG mode configured for knowledge base `kb`."""

@@ -256,3 +256,77 @@ class ConversationShare(Base):
     # [{role, content, created_at, model, sources}, ...], oldest first
     messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class KnowledgeBase(Base):
+    """A knowledge base with a record (migration 0013): a user's own (`owner_id`), or a
+    shared one an admin builds from server-side `sources` (`owner_id` None). Its id is
+    also its folder in the index store. Shared knowledge bases built by the CLI have no
+    row and are read by everyone. The row carries its index job: the newest build asked
+    for (`requested`), the one done (`built`), and the running one's progress."""
+
+    __tablename__ = "knowledge_bases"
+    __table_args__ = (
+        Index("ix_knowledge_bases_owner", "owner_id"),
+        Index("ix_knowledge_bases_pending", "requested", "built"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    sources: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    requested: Mapped[int] = mapped_column(Integer, default=0)
+    built: Mapped[int] = mapped_column(Integer, default=0)
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the newest version built, as the job left it
+    index_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    documents: Mapped[int] = mapped_column(Integer, default=0)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    index_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    job_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    job_phase: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    files_total: Mapped[int] = mapped_column(Integer, default=0)
+    files_done: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    job_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    job_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    job_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # the indexer holding the job, until when (a dead one's job is taken over after it)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class KnowledgeFile(Base):
+    """An uploaded file of a user's knowledge base: its bytes are in the upload store,
+    its indexing outcome here (`pending` until a build reads it)."""
+
+    __tablename__ = "knowledge_files"
+
+    knowledge_base_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("knowledge_bases.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class KnowledgeReader(Base):
+    """A user a knowledge base is shared with, read-only."""
+
+    __tablename__ = "knowledge_readers"
+    __table_args__ = (Index("ix_knowledge_readers_user", "user_id"),)
+
+    knowledge_base_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("knowledge_bases.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -28,6 +28,15 @@ class DocumentError(InvalidRequest):
     code = "unreadable_document"
 
 
+class NoDocuments(DocumentError):
+    """Not one of a build's files could be read: nothing was written."""
+
+    def __init__(self, file_errors: dict[str, str]) -> None:
+        self.file_errors = file_errors
+        detail = "; ".join(file_errors.values())
+        super().__init__(f"no file could be read, nothing was written: {detail}")
+
+
 @dataclass(frozen=True, slots=True)
 class Section:
     heading: str  # "" for text before the first heading

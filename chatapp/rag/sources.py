@@ -39,8 +39,9 @@ def filesystem_for(source: str) -> tuple[Any, str]:
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
-def list_source_files(source: str) -> SourceFiles:
-    """Every supported document under `source`; `InvalidRequest` when there is none."""
+def list_source_files(source: str, *, relative: bool = False) -> SourceFiles:
+    """Every supported document under `source`; `InvalidRequest` when there is none.
+    With `relative`, documents are named by their path under `source` (a folder)."""
     import pyarrow.fs as pafs
 
     fs, root = filesystem_for(source)
@@ -62,7 +63,12 @@ def list_source_files(source: str) -> SourceFiles:
         raise InvalidRequest(
             f"{source}: no documents to index (looked for {', '.join(SUPPORTED_SUFFIXES)})"
         )
-    return SourceFiles(source=source, filesystem=fs, paths=paths, names=_names(source, root, paths))
+    names = (
+        {p: os.path.relpath(p, root) for p in paths}
+        if relative and info.type != pafs.FileType.File
+        else _names(source, root, paths)
+    )
+    return SourceFiles(source=source, filesystem=fs, paths=paths, names=names)
 
 
 def _names(source: str, root: str, paths: list[str]) -> dict[str, str]:

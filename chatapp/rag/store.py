@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 _VERSION = re.compile(r"^v(\d{6})$")
 # fullmatch only: `$` would let a trailing newline through
 KB_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# users' own knowledge bases (chatapp.rag.library); every other name is a shared one
+USER_KB = re.compile(r"kb-[0-9a-f]{16}")
 CHUNK_COLUMNS = (
     "chunk_id", "source", "sha256", "title", "section", "anchor",
     "position", "start", "end", "text",
@@ -90,6 +92,10 @@ def check_kb_name(name: str) -> str:
             f"knowledge base name {name!r}: use 1-64 lower-case letters, digits, '-' or '_'"
         )
     return name
+
+
+def is_user_kb(kb: str) -> bool:
+    return USER_KB.fullmatch(kb) is not None
 
 
 def build_faiss_index(vectors: Vectors, params: IndexParams) -> tuple[Any, str]:
@@ -365,6 +371,11 @@ class IndexStore:
             return manifest
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def delete(self, kb: str) -> None:
+        """Delete every version of `kb` (loaded ones live on in memory until dropped)."""
+        check_kb_name(kb)
+        shutil.rmtree(self.root / kb, ignore_errors=True)
 
     def prune(self, kb: str) -> None:
         """Delete all but the newest `keep` versions (loaded ones live on in memory)."""

@@ -26,6 +26,7 @@ from chatapp.observability.metrics import (
     TurnMetrics,
 )
 from chatapp.overhead import OVERHEAD_HEADER, TimedModelRouter
+from chatapp.rag.library import KnowledgeLibrary, LibraryAccess
 from chatapp.ratelimit import RateLimiter
 from chatapp.usage.meter import build_meter
 from deployments.handles import RetrievalHandle, RouterHandle
@@ -94,13 +95,21 @@ def create_api(
     elif state.settings.serve.metrics_enabled:
         logger.warning("/metrics is off: in production it needs SERVE_METRICS_TOKEN")
     api.include_router(knowledge.router)
+    api.include_router(knowledge.admin_router)
 
     mount_web(api)  # last: every API route above takes precedence
     api.add_middleware(
         BodySizeLimit,
         max_bytes=state.settings.serve.max_body_bytes,
         # an import is a whole export file; its own limit is checked on the file itself
-        larger={transfer.IMPORT_PATH: state.settings.chat.import_max_bytes + 64 * 1024},
+        larger={
+            transfer.IMPORT_PATH: state.settings.chat.import_max_bytes + 64 * 1024,
+            # uploads to a knowledge base: up to a user's whole quota (checked on the files)
+            knowledge.UPLOAD_PATH: max(
+                state.settings.rag.user_quota_bytes, state.settings.rag.max_file_bytes
+            )
+            + 1024 * 1024,
+        },
     )
     api.add_middleware(SecurityHeaders, hsts_max_age_s=state.settings.hsts_max_age_s())
     if state.settings.auth.cors_origins:
@@ -144,6 +153,7 @@ def build_state(
     instruments = RayInstruments()
     public_url = settings.auth.public_url.rstrip("/")
     limiter = RateLimiter(redis_url=settings.redis.url, key_prefix=settings.redis.key_prefix)
+    library = KnowledgeLibrary(rag=settings.rag, retriever=retrieval_handle)
     state = IngressState(
         settings=settings,
         sessionmaker=sessionmaker,
@@ -155,6 +165,7 @@ def build_state(
             shards=shards,
             router=TimedModelRouter(router_handle),  # the model's share of /v1 overhead
             retriever=retrieval_handle,
+            knowledge=LibraryAccess(library, sessionmaker),
             usage=build_meter(settings, sessionmaker),
             metrics=TurnMetrics(instruments),
         ),
@@ -166,6 +177,7 @@ def build_state(
         },
         auth_metrics=AuthMetrics(instruments),
         read_sessions=make_read_sessions(settings.database, sessionmaker),
+        knowledge=library,
     )
     # Tells each request's log line who its caller is, at authentication.
     state.credentials = IdentifyingCredentialCache.from_settings(settings.redis, settings.auth)
@@ -180,6 +192,7 @@ class ChatIngress:
         settings: Settings,
         router: DeploymentHandle,
         retrieval: DeploymentHandle | None = None,
+        indexer: DeploymentHandle | None = None,  # bound so Serve runs it; jobs go by SQL
     ) -> None:
         configure_logging(settings.logs, environment=settings.environment)
         self._state = build_state(settings, router, retrieval)

@@ -22,6 +22,7 @@ from chatapp.config import Settings
 from chatapp.db.engine import ReadSessions
 from chatapp.errors import PermissionDenied
 from chatapp.observability.metrics import AuthMetrics, PrometheusInstruments
+from chatapp.rag.library import KnowledgeLibrary
 from chatapp.ratelimit import RateLimiter, TrustedProxies
 from deployments.handles import RetrievalHandle, RouterHandle
 
@@ -43,12 +44,21 @@ class IngressState:
     read_sessions: ReadSessions | None = None
     # logins and 429s (Ray's metrics in Serve; a private registry otherwise)
     auth_metrics: AuthMetrics = field(default_factory=lambda: AuthMetrics(PrometheusInstruments()))
+    # knowledge bases users own; built from `settings` and `retrieval` when not given
+    knowledge: KnowledgeLibrary | None = None
     credentials: CredentialCache = field(init=False)  # built from `settings`
     proxies: TrustedProxies = field(init=False)
 
     def __post_init__(self) -> None:
         self.credentials = CredentialCache.from_settings(self.settings.redis, self.settings.auth)
         self.proxies = TrustedProxies(self.settings.auth.trusted_proxies)
+        if self.knowledge is None:
+            self.knowledge = KnowledgeLibrary(rag=self.settings.rag, retriever=self.retrieval)
+
+    @property
+    def library(self) -> KnowledgeLibrary:
+        assert self.knowledge is not None  # __post_init__
+        return self.knowledge
 
 
 # Dependencies are `async def` even where they do not await: FastAPI runs a plain `def`

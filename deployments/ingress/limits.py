@@ -7,13 +7,14 @@ read here, up to the limit, before the app runs: raising from inside the app's
 `receive` does not work, because FastAPI turns any error while it parses a body into
 400 "There was an error parsing the body".
 
-`larger` names paths that take bigger bodies (the import of an export file), each with
-its own limit.
+`larger` names paths that take bigger bodies (the import of an export file, uploads to
+a knowledge base), each with its own limit; `{name}` in a path matches one segment.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +28,17 @@ class BodySizeLimit:
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.larger = dict(larger or {})
+        self.larger = [
+            (re.compile(re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(path)) + "$"), limit)
+            for path, limit in (larger or {}).items()
+        ]
+
+    def limit(self, path: str) -> int:
+        """The body limit of `path`."""
+        for pattern, limit in self.larger:
+            if pattern.match(path):
+                return limit
+        return self.max_bytes
 
     async def _reject(self, send: Send, max_bytes: int) -> None:
         body = json.dumps(
@@ -58,7 +69,7 @@ class BodySizeLimit:
         root: str = scope.get("root_path", "")
         if root and path.startswith(root):  # mounted under a prefix (Serve's route_prefix)
             path = path[len(root) :]
-        max_bytes = self.larger.get(path, self.max_bytes)
+        max_bytes = self.limit(path)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:

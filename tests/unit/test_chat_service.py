@@ -61,6 +61,7 @@ class Handbook:
         top_k: int | None = None,
         score_threshold: float | None = None,
         missing_ok: bool = False,
+        min_version: int | None = None,
     ) -> list[RetrievedChunk]:
         if knowledge_base != "handbook":
             if missing_ok:

@@ -53,6 +53,7 @@ class PlantedWiki:
         top_k: int | None = None,
         score_threshold: float | None = None,
         missing_ok: bool = False,
+        min_version: int | None = None,
     ) -> list[RetrievedChunk]:
         chunk = RetrievedChunk(
             chunk_id="evil", knowledge_base="wiki", version=1, source="wiki/faq.md",
