@@ -44,9 +44,9 @@ def compose(settings: Settings) -> Application:
         retrieval = Retrieval.options(  # type: ignore[attr-defined]
             **retrieval_options(settings.rag, settings.serve, logging_config)
         ).bind(settings.rag)
-        indexer = Indexer.options(logging_config=logging_config).bind(  # type: ignore[attr-defined]
-            settings, retrieval
-        )
+        indexer = Indexer.options(  # type: ignore[attr-defined]
+            num_replicas=settings.rag.indexer_replicas, logging_config=logging_config
+        ).bind(settings, retrieval)
     return ChatIngress.options(  # type: ignore[attr-defined,no-any-return]
         autoscaling_config=ingress_autoscaling(settings.serve),
         max_ongoing_requests=settings.serve.ingress_max_ongoing_requests,

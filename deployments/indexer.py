@@ -1,6 +1,6 @@
 """The indexer: builds knowledge bases in the background. A shim over `chatapp.rag.jobs`.
 
-One replica (more may run: jobs are claimed in PostgreSQL, never twice) runs the job
+RAG_INDEXER_REPLICAS replicas (jobs are claimed in PostgreSQL, never twice) each run the job
 loop from its constructor on; each job is the Ray Data pipeline of `pipelines/`, run in
 a worker thread, whose embedding actors take the cluster's free CPUs (or GPUs). When a
 build is written it asks a retrieval replica to load it; the others load it when it is
@@ -50,7 +50,7 @@ def build_job(settings: Settings) -> Callable[[Job, Callable[[BuildProgress], No
     return build
 
 
-@serve.deployment(name="Indexer", num_replicas=1, ray_actor_options={"num_cpus": 0})
+@serve.deployment(name="Indexer", ray_actor_options={"num_cpus": 0})
 class Indexer:
     async def __init__(  # type: ignore[misc]
         self, settings: Settings, retrieval: DeploymentHandle | None

@@ -161,6 +161,9 @@ class RagSettings(BaseSettings):
         20, ge=0, description="Knowledge bases a user may own (422 above)."
     )
     max_files: int = Field(500, ge=1, description="Files in one knowledge base (422 above).")
+    indexer_replicas: int = Field(
+        1, ge=1, description="Indexer replicas: knowledge bases built at the same time."
+    )
     indexer_poll_s: float = Field(
         1.0, gt=0, description="How often the indexer looks for knowledge bases to build."
     )

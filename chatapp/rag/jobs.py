@@ -31,11 +31,12 @@ from chatapp.config import RagSettings
 from chatapp.db.models import KnowledgeBase, KnowledgeFile, utcnow
 from chatapp.rag.documents import NoDocuments
 from chatapp.rag.schemas import IndexJobPublic, JobPhase
-from chatapp.rag.store import store_for
+from chatapp.rag.store import is_user_kb, store_for
 from chatapp.rag.uploads import UploadStore
 
 logger = logging.getLogger(__name__)
 
+SWEEP_INTERVAL_S = 300.0
 # how much of a job's percent each phase is worth (reading, embedding, writing)
 _READ, _EMBED = 10, 85
 
@@ -139,8 +140,12 @@ class IndexJobRunner:
         self._uploads = UploadStore(rag.upload_dir)
 
     async def run_forever(self) -> None:
+        swept = 0.0
         while True:
             try:
+                if time.monotonic() - swept > SWEEP_INTERVAL_S:
+                    swept = time.monotonic()
+                    await self.sweep()
                 worked = await self.run_once()
             except asyncio.CancelledError:
                 raise
@@ -157,6 +162,27 @@ class IndexJobRunner:
             return False
         await self.run(job)
         return True
+
+    async def sweep(self) -> list[str]:
+        """Delete the files and index versions of users' knowledge bases whose row is
+        gone (their owner's account was deleted, or a deletion stopped half-way)."""
+        store = store_for(self._rag)
+        on_disk = set(await asyncio.to_thread(store.knowledge_bases))
+        on_disk |= set(await asyncio.to_thread(self._uploads.knowledge_bases))
+        on_disk = {kb for kb in on_disk if is_user_kb(kb)}
+        if not on_disk:
+            return []
+        async with self._sessionmaker() as session:
+            kept = set(
+                await session.scalars(select(KnowledgeBase.id).where(KnowledgeBase.id.in_(on_disk)))
+            )
+        orphans = sorted(on_disk - kept)
+        for kb in orphans:
+            await asyncio.to_thread(store.delete, kb)
+            await asyncio.to_thread(self._uploads.delete_all, kb)
+        if orphans:
+            logger.info("deleted the files and indexes of %d deleted knowledge bases", len(orphans))
+        return orphans
 
     async def claim(self) -> Job | None:
         now = utcnow()

@@ -164,6 +164,12 @@ class UploadStore:
     def delete_all(self, kb: str) -> None:
         shutil.rmtree(self.folder(kb), ignore_errors=True)
 
+    def knowledge_bases(self) -> list[str]:
+        """The knowledge bases with an upload folder."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
     def names(self, kb: str) -> list[str]:
         """The files stored for `kb` (what a build reads), as relative names."""
         folder = self.folder(kb)

@@ -9,6 +9,8 @@ read here, up to the limit, before the app runs: raising from inside the app's
 
 `larger` names paths that take bigger bodies (the import of an export file, uploads to
 a knowledge base), each with its own limit; `{name}` in a path matches one segment.
+Anthropic's Messages API (`/v1/messages`) gets the refusal in Anthropic's envelope, as
+its SDKs read it (`request_too_large`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatapp.anthropic_api.errors import error_envelope, error_type
+from chatapp.logs import current_request
 from deployments.ingress.errors import envelope
+
+ANTHROPIC_PATHS = "/v1/messages"
 
 
 class BodySizeLimit:
@@ -40,14 +46,15 @@ class BodySizeLimit:
                 return limit
         return self.max_bytes
 
-    async def _reject(self, send: Send, max_bytes: int) -> None:
-        body = json.dumps(
-            envelope(
-                f"request body is larger than {max_bytes} bytes",
-                type_="invalid_request_error",
-                code="payload_too_large",
-            )
-        ).encode()
+    async def _reject(self, send: Send, max_bytes: int, path: str) -> None:
+        message = f"request body is larger than {max_bytes} bytes"
+        if path.startswith(ANTHROPIC_PATHS):
+            context = current_request()
+            _, kind = error_type(413)
+            shaped = error_envelope(kind, message, request_id=context and context.request_id)
+        else:
+            shaped = envelope(message, type_="invalid_request_error", code="payload_too_large")
+        body = json.dumps(shaped).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -77,7 +84,7 @@ class BodySizeLimit:
                 except ValueError:
                     too_big = True
                 if too_big:
-                    await self._reject(send, max_bytes)
+                    await self._reject(send, max_bytes, path)
                     return
                 await self.app(scope, receive, send)
                 return
@@ -91,7 +98,7 @@ class BodySizeLimit:
             chunk: bytes = message.get("body", b"")
             seen += len(chunk)
             if seen > max_bytes:
-                await self._reject(send, max_bytes)
+                await self._reject(send, max_bytes, path)
                 return
             parts.append(chunk)
             if not message.get("more_body", False):

@@ -50,6 +50,20 @@ def test_an_oversized_chunked_body_is_413(client: httpx.Client) -> None:
     assert created.status_code == 201 and created.json()["title"] == "chunked"
 
 
+def test_an_oversized_anthropic_request_is_refused_in_anthropics_envelope(
+    client: httpx.Client,
+) -> None:
+    """The body limit answers before any route runs: /v1/messages still gets the error
+    in the shape Anthropic's SDKs read (the schema fuzz found it in OpenAI's)."""
+    body = {"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": "x" * 2**21}]}
+    response = client.post("/v1/messages", json=body)
+    assert response.status_code == 413, response.text
+    answer = response.json()
+    assert answer["type"] == "error" and answer["error"]["type"] == "request_too_large"
+    assert "larger than" in answer["error"]["message"]
+    assert answer["request_id"] == response.headers["x-request-id"]
+
+
 # -- IDOR: another user's conversation ---------------------------------------------------
 
 

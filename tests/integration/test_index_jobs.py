@@ -153,3 +153,27 @@ async def test_files_uploaded_during_a_build_get_a_build_after_it(env: dict[str,
 async def _files(env: dict[str, Any]) -> Any:
     async with env["sessions"]() as session:
         return await env["library"].files(session=session, user_id=env["user"], kb=env["kb"])
+
+
+async def test_deleted_accounts_knowledge_bases_are_swept_from_disk(env: dict[str, Any]) -> None:
+    """Deleting an account deletes its knowledge bases' rows (cascade); the indexer's
+    sweep then deletes their files and index versions, and nothing of anyone else's."""
+    await upload(env, "a.md")
+    runner = IndexJobRunner(sessionmaker=env["sessions"], rag=env["rag"], build=ScriptedBuild())
+    kb, rag = env["kb"], env["rag"]
+    index = rag.index_dir / kb / "v000001"
+    index.mkdir(parents=True)
+    (index / "manifest.json").write_text("{}")
+    shared = rag.index_dir / "handbook" / "v000001"  # a shared one: never swept
+    shared.mkdir(parents=True)
+    (shared / "manifest.json").write_text("{}")
+    assert await runner.sweep() == []  # its row exists
+    assert (rag.upload_dir / kb / "a.md").is_file()
+
+    async with env["sessions"]() as session:
+        user = await session.get(User, env["user"])
+        await session.delete(user)
+        await session.commit()
+    assert await runner.sweep() == [kb]
+    assert not (rag.upload_dir / kb).exists() and not (rag.index_dir / kb).exists()
+    assert shared.is_dir()

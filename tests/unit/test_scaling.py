@@ -1,5 +1,7 @@
-"""Every deployment of the composed application autoscales from settings: the ingress, the
-router, the self-hosted LLM (target by engine) and retrieval, with the same delays."""
+"""Every deployment of the composed application that serves requests autoscales from
+settings: the ingress, the router, the self-hosted LLM (target by engine) and retrieval,
+with the same delays. The indexer, which takes its work from PostgreSQL, runs
+RAG_INDEXER_REPLICAS replicas."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ def deployments(app: Application) -> dict[str, Any]:
 
     def walk(node: Application) -> None:
         bound = node._bound_deployment
-        found[bound.name] = bound._deployment_config.autoscaling_config
+        config = bound._deployment_config
+        found[bound.name] = config.autoscaling_config or config.num_replicas
         for arg in bound.init_args:
             if isinstance(arg, Application):
                 walk(arg)
@@ -42,10 +45,11 @@ def test_every_deployment_autoscales_between_its_settings() -> None:
                 "autoscaling_look_back_period_s": 12,
                 "autoscaling_metrics_interval_s": 3,
             },
-            "rag": {"enabled": True, "min_replicas": 0, "max_replicas": 3},
+            "rag": {"enabled": True, "min_replicas": 0, "max_replicas": 3, "indexer_replicas": 2},
         }
     )
     scaling = deployments(compose(settings))
+    assert scaling.pop("Indexer") == 2
     assert set(scaling) == {"ChatIngress", "ChatRouter", "SelfHostedLLM", "Retrieval"}
     ingress = scaling["ChatIngress"]
     assert (ingress.min_replicas, ingress.max_replicas) == (2, 6)
@@ -62,6 +66,7 @@ def test_every_deployment_autoscales_between_its_settings() -> None:
 
 def test_defaults_keep_serves_own_load_window() -> None:
     scaling = deployments(compose(Settings.from_overrides({})))
+    assert scaling.pop("Indexer") == 1
     for config in scaling.values():
         assert (config.look_back_period_s, config.metrics_interval_s) == (30, 10)
 
