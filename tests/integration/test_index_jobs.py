@@ -1,7 +1,7 @@
 """Index jobs in PostgreSQL (chatapp.rag.jobs), with the pipeline behind the `Builder`
 port scripted: progress reaches the row while a build runs, a job whose indexer died is
 taken over once its lease runs out, and files uploaded during a build get a build of
-their own after it."""
+their own after it; on PostgreSQL and on SQLite."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from chatapp.config import DatabaseSettings, RagSettings
-from chatapp.db.engine import make_engine, make_sessionmaker, migrate
+from chatapp.db.engine import make_engine, make_sessionmaker
 from chatapp.db.models import KnowledgeBase, User
 from chatapp.rag.documents import content_hash
 from chatapp.rag.jobs import BuildOutcome, BuildProgress, IndexJobRunner, Job
@@ -44,10 +44,9 @@ class ScriptedBuild:
 
 
 @pytest.fixture
-async def env(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
-    settings = DatabaseSettings(url=pg_url)
-    await asyncio.to_thread(migrate, settings)
-    engine = make_engine(settings)
+async def env(db_settings: DatabaseSettings, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """A user's knowledge base on each backend (SQLite is `make run`'s default), migrated."""
+    engine = make_engine(db_settings)
     sessions = make_sessionmaker(engine)
     rag = RagSettings(
         index_dir=tmp_path / "indexes",
