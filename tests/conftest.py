@@ -34,9 +34,24 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests last: Playwright's sync API holds an event loop on the main thread
-    while it runs, which asyncio tests and asyncio.run() cannot share."""
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="also run the long forms: tests marked `long` (make cluster) and the whole "
+        "schema fuzz (make fuzz); without it those are skipped and the fuzz is shortened",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `long` skipped unless --long. Browser tests last: Playwright's sync
+    API holds an event loop on the main thread while it runs, which asyncio tests and
+    asyncio.run() cannot share."""
+    if not config.getoption("--long"):
+        skip = pytest.mark.skip(reason="long form: run with --long (make cluster, make test-long)")
+        for item in items:
+            if item.get_closest_marker("long"):
+                item.add_marker(skip)
     items.sort(key=lambda item: "tests/e2e/" in str(item.path).replace("\\", "/"))
 
 

@@ -7,6 +7,9 @@ The application is ChatApp as deployed (`deployments.app.build_app` from setting
 the simulated engine at a slow token rate so that each turn stays in flight for seconds,
 and short autoscaling windows and delays from settings (SERVE_AUTOSCALING_*,
 SERVE_UPSCALE_DELAY_S, SERVE_DOWNSCALE_DELAY_S: `tests.cluster.autoscaling.SHORT_WINDOWS`).
+
+The node scenario starts a Ray cluster of its own and waits for the autoscaler twice (a
+minute or more on two cores): it is a long form, run by `make cluster` (`--long`).
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ def test_a_load_step_scales_every_deployment_up_and_back_down(scaling_app: str) 
     assert load.done >= STREAMS and not load.failures, load.failures[:5]
 
 
+@pytest.mark.long
 def test_the_ray_autoscaler_adds_a_node_under_load_and_removes_it_after(
     pg_url: str, tmp_path: Path
 ) -> None:

@@ -5,8 +5,10 @@ and every 4xx must carry the one error envelope
 
 The app is its own Serve application (the simulated engine, so a fuzzed `max_tokens`
 costs no model time, and a small knowledge base) over the session's PostgreSQL and
-Redis. Examples are bounded and derandomized: the same cases on every run, a few minutes
-on two cores.
+Redis. Examples are bounded and derandomized: the same cases on every run. The default
+run sends 10 examples per operation, mode and path (about 1,000 requests, under a minute on
+two cores: every operation reached with valid and invalid input); `--long` (`make fuzz`)
+sends 40 (about 4,100 requests, two to three minutes).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ SESSION_ENDING = ["/api/auth/logout"]
 # HAProxy (Serve's proxy) answers a request line over its buffer itself, before the app
 # sees it: a 400 HTML page. URLs that long are outside what the app can shape.
 PROXY_MAX_URL = 8192
-EXAMPLES = 40  # per operation, mode and path: ~2,300 requests, about a minute on two cores
+EXAMPLES = 10  # per operation, mode and path: ~1,000 requests
+LONG_EXAMPLES = 40  # with --long (make fuzz): ~4,100 requests
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,11 @@ def fuzz_app(chat_app: str, pg_url: str, tmp_path_factory: pytest.TempPathFactor
     yield run_app(build_app(overrides), name="fuzzapp", route_prefix=PREFIX, base_url=chat_app)
     serve.delete("fuzzapp")
     kill_shards(Settings.from_overrides(overrides))
+
+
+@pytest.fixture(scope="module")
+def examples(pytestconfig: pytest.Config) -> int:
+    return LONG_EXAMPLES if pytestconfig.getoption("--long") else EXAMPLES
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +115,19 @@ def error_envelope(ctx: Any, response: Any, case: Any) -> bool | None:
 
 
 def _fuzz(
-    operation: Any, mode: GenerationMode, call: Any, path: dict[str, str] | None = None
+    operation: Any,
+    mode: GenerationMode,
+    call: Any,
+    path: dict[str, str] | None = None,
+    *,
+    examples: int,
 ) -> str | None:
-    """Run `call` on `operation`'s generated cases (with `path` parameters fixed, if
-    given); the first failure, described."""
+    """Run `call` on `examples` of `operation`'s generated cases (with `path` parameters
+    fixed, if given); the first failure, described."""
 
     @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path))
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=examples,
         derandomize=True,  # the same cases on every run: never a flake
         deadline=None,
         database=None,
@@ -146,7 +159,7 @@ def _conversation(fuzz_app: str, headers: dict[str, str]) -> str:
 
 
 def test_no_5xx_and_every_4xx_in_the_envelope(
-    fuzz_schema: Any, fuzz_app: str, fuzz_headers: dict[str, str]
+    fuzz_schema: Any, fuzz_app: str, fuzz_headers: dict[str, str], examples: int
 ) -> None:
     def call(case: Any) -> None:
         headers = dict(case.headers or {})
@@ -171,7 +184,7 @@ def test_no_5xx_and_every_4xx_in_the_envelope(
             paths.append({"kb_id": KB})
         for path in paths:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                failure = _fuzz(operation, mode, call, path)
+                failure = _fuzz(operation, mode, call, path, examples=examples)
                 if failure is not None:
                     failures.append(failure)
     print(f"schema fuzzing: {sum(statuses.values())} requests by status class {dict(statuses)}")
