@@ -1,9 +1,10 @@
-// The chat screen: lays out the sidebar, the open conversation, the notice bar and the
-// composer, and switches between conversations.
+// The chat screen: lays out the sidebar, the open conversation, the notice bar, the
+// composer and the knowledge panel, and switches between conversations.
 import { ApiError, json, logout } from "./api";
 import { Composer, editMessage } from "./composer";
 import { ConversationView } from "./conversation";
 import { h } from "./dom";
+import { KnowledgePanel } from "./knowledge";
 import { describe, Notice } from "./notice";
 import { Sidebar } from "./sidebar";
 import { ChatState } from "./state";
@@ -18,6 +19,7 @@ export class ChatView {
   private readonly composer: Composer;
   private readonly sidebar: Sidebar;
   private readonly turns: TurnRunner;
+  private readonly knowledge: KnowledgePanel;
 
   /** `me` null: accounts are off. `afterLogout` runs once the user has logged out. */
   constructor(
@@ -35,6 +37,17 @@ export class ChatView {
       newChat: () => this.newChat(),
       logout: () => void this.logout(),
       setTitle: (title) => this.conversation.setTitle(title),
+      openKnowledge: () => {
+        this.layout.classList.remove("drawer-open");
+        void this.knowledge.open();
+      },
+    });
+    this.knowledge = new KnowledgePanel({
+      listed: (list) => this.composer.showKnowledgeBases(list),
+      choose: (id) => {
+        this.composer.chooseKnowledgeBase(id);
+        this.composer.focus();
+      },
     });
     this.turns = new TurnRunner({
       state: this.state,
@@ -62,12 +75,12 @@ export class ChatView {
       this.composer.form,
     );
     const scrim = h("div", { class: "scrim", onclick: () => this.layout.classList.remove("drawer-open") });
-    this.layout.replaceChildren(this.sidebar.element(this.me), scrim, main);
+    this.layout.replaceChildren(this.sidebar.element(this.me), scrim, main, this.knowledge.dialog);
     this.root.replaceChildren(this.layout);
 
     void this.sidebar.loadConversations(true);
     void this.composer.loadModels();
-    void this.composer.loadKnowledgeBases();
+    void this.knowledge.refresh().then((offered) => (this.sidebar.knowledgeButton.hidden = !offered));
     if (this.state.conversationId) void this.open(this.state.conversationId);
     else this.composer.restoreDraft();
     this.composer.focus();

@@ -3,6 +3,8 @@
 // message in place to resend it.
 import { json } from "./api";
 import { h } from "./dom";
+import { groupByAccess, isReady, statusWord } from "./knowledge-api";
+import type { KnowledgeBase, KnowledgeList } from "./knowledge-api";
 import { store } from "./state";
 import type { ChatState, Message } from "./state";
 
@@ -38,6 +40,7 @@ export class Composer {
     });
     this.stop.addEventListener("click", () => this.state.controller?.abort());
     this.modelSelect.addEventListener("change", () => store.set("model", this.modelSelect.value));
+    this.kbSelect.addEventListener("change", () => store.set("kb", this.kbSelect.value || "off"));
   }
 
   /** The message typed, trimmed. */
@@ -112,27 +115,39 @@ export class Composer {
     }
   }
 
-  /** Shown only when the server offers knowledge bases (GET /api/knowledge-bases). It
+  /** The knowledge-base picker, shown when the server lists any (GET
+   * /api/knowledge-bases): the user's own, those shared with them and the project-wide
+   * ones. One not indexed yet is listed with its state but cannot be chosen. The picker
    * shows what a turn uses: the user's last choice, else the server's default knowledge
    * base (what a turn naming none is grounded in), else none. */
-  async loadKnowledgeBases(): Promise<void> {
-    try {
-      const r = await json<{ items?: { id: string; name: string }[]; default?: string | null }>("api/knowledge-bases");
-      const items = r.items ?? [];
-      if (!items.length) return;
-      this.kbSelect.replaceChildren(
-        h("option", { value: "" }, "No knowledge base"),
-        ...items.map((kb) => h("option", { value: kb.id }, kb.name)),
-      );
-      // "off": the user chose "No knowledge base" (an empty choice is never stored)
-      const saved = store.get("kb");
-      const offered = (id: string) => items.some((kb) => kb.id === id);
-      this.kbSelect.value = saved === "off" ? "" : offered(saved) ? saved : (r.default && offered(r.default) ? r.default : "");
-      this.kbSelect.addEventListener("change", () => store.set("kb", this.kbSelect.value || "off"));
-      this.kbLabel.hidden = false;
-    } catch {
-      this.kbLabel.hidden = true; // not offered (404) or not allowed
+  showKnowledgeBases(list: KnowledgeList): void {
+    const items = list.items;
+    if (!items.length) {
+      this.kbLabel.hidden = true;
+      return;
     }
+    const option = (kb: KnowledgeBase) => {
+      const ready = isReady(kb);
+      const from = kb.access === "reader" && kb.owner ? ` (${kb.owner})` : "";
+      return h("option", { value: kb.id, disabled: !ready, title: ready ? undefined : "Not ready: indexing has not finished (see Knowledge bases)" },
+        `${kb.name}${from}${ready ? "" : ` (${statusWord(kb)})`}`);
+    };
+    const groups = groupByAccess(items).filter(([, kbs]) => kbs.length);
+    this.kbSelect.replaceChildren(
+      h("option", { value: "" }, "No knowledge base"),
+      ...(groups.length > 1 ? groups.map(([label, kbs]) => h("optgroup", { label }, ...kbs.map(option))) : items.map(option)),
+    );
+    // "off": the user chose "No knowledge base" (an empty choice is never stored)
+    const saved = store.get("kb");
+    const offered = (id: string | null | undefined) => !!id && items.some((kb) => kb.id === id && isReady(kb));
+    this.kbSelect.value = saved === "off" ? "" : offered(saved) ? saved : offered(list.default) ? list.default! : "";
+    this.kbLabel.hidden = false;
+  }
+
+  /** Select knowledge base `id` in the picker (and remember the choice). */
+  chooseKnowledgeBase(id: string): void {
+    this.kbSelect.value = id;
+    if (this.kbSelect.value === id) store.set("kb", id);
   }
 
   private autosize(): void {

@@ -167,8 +167,9 @@ function replyBadges(m: Message): HTMLElement[] {
 function sourcesEl(sources: Source[]): HTMLElement {
   return h("details", { class: "sources", "data-testid": "sources" },
     h("summary", {}, `Sources (${sources.length})`),
-    h("ol", {}, ...sources.map((s) => h("li", {},
-      s.url && /^https?:/i.test(s.url) ? h("a", { href: s.url, target: "_blank", rel: "noopener noreferrer" }, s.title || s.url) : h("strong", {}, s.title || "source"),
+    h("ol", {}, ...sources.map((s) => h("li", { "data-testid": "source" },
+      s.url && /^https?:/i.test(s.url) ? h("a", { href: s.url, target: "_blank", rel: "noopener noreferrer" }, s.title || s.url) : h("strong", {}, s.title || s.source || "source"),
+      s.source && s.source !== s.title ? h("span", { class: "muted", "data-testid": "source-file" }, ` · ${s.source}`) : null,
       s.snippet || s.text ? h("blockquote", {}, s.snippet || s.text || "") : null,
     ))),
   );

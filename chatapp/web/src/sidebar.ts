@@ -1,5 +1,6 @@
 // The sidebar: the new-chat button, search, the conversation list paged by cursor,
-// rename, delete, export and share in place, importing chats, and the account box.
+// rename, delete, export and share in place, importing chats, the way to the knowledge
+// panel, and the account box.
 import { json } from "./api";
 import { copyText, h, relativeTime } from "./dom";
 import { describe } from "./notice";
@@ -18,6 +19,8 @@ export interface SidebarActions {
   logout(): void;
   /** The open conversation's title, as loaded or renamed. */
   setTitle(title: string): void;
+  /** Open the knowledge panel. */
+  openKnowledge(): void;
 }
 
 export class Sidebar {
@@ -25,6 +28,8 @@ export class Sidebar {
   private readonly more = h("button", { class: "more", hidden: true, "data-testid": "load-more" }, "Load more");
   // maxlength: the server refuses longer searches (CHAT_MAX_SEARCH_CHARS, 100 by default)
   private readonly search = h("input", { type: "search", placeholder: "Search chats", "aria-label": "Search chats", "data-testid": "search", maxlength: "100" });
+  /** Shown when the server offers knowledge bases. */
+  readonly knowledgeButton = h("button", { class: "link knowledge-open", hidden: true, "data-testid": "knowledge-open" }, "Knowledge bases…");
   private readonly importInput = h("input", { type: "file", accept: ".json,application/json", hidden: true, "data-testid": "import-file" });
   private cursor: string | null = null;
   private query = "";
@@ -36,6 +41,7 @@ export class Sidebar {
   ) {
     this.more.addEventListener("click", () => void this.loadConversations(false));
     this.importInput.addEventListener("change", () => void this.importChosen());
+    this.knowledgeButton.addEventListener("click", () => this.actions.openKnowledge());
     let searchTimer = 0;
     this.search.addEventListener("input", () => {
       clearTimeout(searchTimer);
@@ -63,6 +69,7 @@ export class Sidebar {
       this.search,
       this.list,
       this.more,
+      this.knowledgeButton,
       h("button", { class: "link import", "data-testid": "import", title: "Import a ChatApp or ChatGPT export (conversations.json)", onclick: () => this.importInput.click() }, "Import chats…"),
       this.importInput,
       account,

@@ -15,6 +15,9 @@ export interface Conversation {
 
 export interface Source {
   title?: string;
+  /** The document: a path or URI, or an uploaded file's name. */
+  source?: string;
+  section?: string;
   url?: string;
   snippet?: string;
   text?: string;
