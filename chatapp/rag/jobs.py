@@ -100,7 +100,7 @@ def job_public(row: KnowledgeBase, *, now: datetime) -> IndexJobPublic | None:
         return None
     if row.requested > row.built and not running(row, now=now):
         return IndexJobPublic(
-            status="queued", phase="queued", files_total=row.files_total, files_done=0,
+            status="queued", phase="queued", files_total=0, files_done=0,
             chunks_total=0, chunks_done=0, percent=0,
         )  # fmt: skip
     status = "running" if row.requested > row.built else (row.job_status or "done")
@@ -241,6 +241,7 @@ class IndexJobRunner:
         started = time.perf_counter()
         try:
             if job.uploaded and not self._uploads.names(job.knowledge_base):
+                await self._check_no_files(job)
                 outcome = BuildOutcome(version=None, documents=0, chunks=0, index_kind=None)
                 await asyncio.to_thread(store_for(self._rag).delete, job.knowledge_base)
             else:
@@ -255,12 +256,31 @@ class IndexJobRunner:
             stopping.set()
             wake.set()
             await asyncio.shield(publisher)
+        if latest:  # the last report may have come after the publisher's last write
+            await self._progress(job, latest[-1])
         logger.info(
             "knowledge base %s: build %d done in %.1f s (version %s, %d chunks)",
             job.knowledge_base, job.generation, time.perf_counter() - started,
             outcome.version, outcome.chunks,
         )  # fmt: skip
         await self._finish(job, outcome)
+
+    async def _check_no_files(self, job: Job) -> None:
+        """An upload folder without files is an empty knowledge base only when no file
+        is recorded either; else this indexer does not see the files (RAG_UPLOAD_DIR
+        not on a volume every node mounts, or another deployment's database)."""
+        async with self._sessionmaker() as session:
+            recorded = await session.scalar(
+                select(KnowledgeFile.name)
+                .where(KnowledgeFile.knowledge_base_id == job.knowledge_base)
+                .limit(1)
+            )
+        if recorded is not None:
+            raise FileNotFoundError(
+                f"the indexer finds none of this knowledge base's files in "
+                f"{self._uploads.folder(job.knowledge_base)} (RAG_UPLOAD_DIR must be a "
+                "folder every node of the cluster mounts); upload them again once it is"
+            )
 
     async def _progress(self, job: Job, progress: BuildProgress | None) -> None:
         values: dict[str, object] = {

@@ -176,3 +176,20 @@ async def test_deleted_accounts_knowledge_bases_are_swept_from_disk(env: dict[st
     assert await runner.sweep() == [kb]
     assert not (rag.upload_dir / kb).exists() and not (rag.index_dir / kb).exists()
     assert shared.is_dir()
+
+
+async def test_files_the_indexer_cannot_see_fail_the_job_instead_of_emptying_it(
+    env: dict[str, Any],
+) -> None:
+    """An indexer on a node without the upload volume must not index nothing and call
+    it done: the job fails, saying where it looked, and the files stay pending."""
+    await upload(env, "a.md")
+    for path in (env["rag"].upload_dir / env["kb"]).iterdir():
+        path.unlink()  # as this indexer sees it: recorded, but not there
+    build = ScriptedBuild()
+    runner = IndexJobRunner(sessionmaker=env["sessions"], rag=env["rag"], build=build)
+    assert await runner.run_once() is True
+    shown = await public(env)
+    assert shown.status == "failed" and shown.job.status == "failed"
+    assert "RAG_UPLOAD_DIR" in shown.job.error and str(env["rag"].upload_dir) in shown.job.error
+    assert build.jobs == [] and [f.status for f in await _files(env)] == ["pending"]
