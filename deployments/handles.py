@@ -168,9 +168,13 @@ class RetrievalHandle:
         )
         return items
 
-    async def reload(self) -> None:
-        """Have a replica look for new index versions now (the others: on their own)."""
-        await call(self._handle.reload.remote(), unavailable="knowledge-base search is unavailable")
+    async def reload(self, knowledge_base: str | None = None) -> None:
+        """Have a replica look for new index versions now, `knowledge_base` loaded (the
+        other replicas: on their own, or when it is first searched there)."""
+        await call(
+            self._handle.reload.remote(knowledge_base),
+            unavailable="knowledge-base search is unavailable",
+        )
 
     async def embed(self, texts: list[str], *, max_input_tokens: int) -> EmbeddingResult:
         result: EmbeddingResult = await call(

@@ -3,8 +3,9 @@
 RAG_INDEXER_REPLICAS replicas (jobs are claimed in PostgreSQL, never twice) each run the job
 loop from its constructor on; each job is the Ray Data pipeline of `pipelines/`, run in
 a worker thread, whose embedding actors take the cluster's free CPUs (or GPUs). When a
-build is written it asks a retrieval replica to load it; the others load it when it is
-first searched there (the chat asks for the version the owner's upload built).
+build is written it asks a retrieval replica to load it before the job reads done; the
+others load it when it is first searched there (the chat asks for the version the
+owner's upload built).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Indexer:
 
         def loaded(kb: str, version: int | None) -> None:  # in a worker thread
             if retriever is not None:
-                asyncio.run_coroutine_threadsafe(retriever.reload(), loop).result(timeout=60)
+                asyncio.run_coroutine_threadsafe(retriever.reload(kb), loop).result(timeout=120)
 
         loop = asyncio.get_running_loop()
         self._runner = IndexJobRunner(

@@ -102,13 +102,16 @@ class Retrieval:
                 await asyncio.to_thread(self._load, kb)
             return self._indexes.get(kb)
 
-    async def reload(self) -> dict[str, int]:
-        """Look for newer versions now; returns what is served (kb -> version)."""
+    async def reload(self, knowledge_base: str | None = None) -> dict[str, int]:
+        """Look for newer versions now (and load `knowledge_base`, a user's own one just
+        built, whether loaded before or not); returns what is served (kb -> version)."""
         async with self._lock:
             # The model first: an index is only served once queries can be embedded.
             if self._embedder is None and await asyncio.to_thread(self._store.knowledge_bases):
                 self._embedder = await asyncio.to_thread(embedder_for, self._rag)
             await asyncio.to_thread(self._load_new)
+            if knowledge_base is not None:
+                await asyncio.to_thread(self._load, knowledge_base)
         self._ensure_watcher()
         return {kb: index.version for kb, index in self._indexes.items()}
 

@@ -304,7 +304,14 @@ class IndexJobRunner:
 
     async def _finish(self, job: Job, outcome: BuildOutcome, *, error: str | None = None) -> None:
         """Record the build's outcome; with `error`, the build failed (only the files in
-        `outcome.file_errors` are marked) and the version before it keeps serving."""
+        `outcome.file_errors` are marked) and the version before it keeps serving. A
+        version built is handed to `on_built` (loaded for search) before it is recorded,
+        so a knowledge base reads `ready` once a question over it is answered at once."""
+        if self._on_built is not None and error is None:
+            try:
+                await asyncio.to_thread(self._on_built, job.knowledge_base, outcome.version)
+            except Exception as exc:  # searches load it themselves, only later
+                logger.warning("knowledge base %s: not preloaded: %s", job.knowledge_base, exc)
         async with self._sessionmaker() as session, session.begin():
             row = await session.get(KnowledgeBase, job.knowledge_base, with_for_update=True)
             if row is None:  # deleted while it was built: what the build wrote goes too
@@ -323,9 +330,6 @@ class IndexJobRunner:
                 row.index_kind = outcome.index_kind
             if job.uploaded:
                 await self._file_outcomes(session, job.knowledge_base, outcome)
-        if self._on_built is not None and error is None:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self._on_built, job.knowledge_base, outcome.version)
 
     @staticmethod
     async def _file_outcomes(session: AsyncSession, kb: str, outcome: BuildOutcome) -> None:
