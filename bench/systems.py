@@ -127,6 +127,11 @@ def authenticate(base: str) -> dict[str, str]:
         return {}
     if status != 401:
         raise RuntimeError(f"POST /api/conversations: HTTP {status}: {body}")
+    return new_account(base)
+
+
+def new_account(base: str) -> dict[str, str]:
+    """A new account registered and logged in: the headers that carry its token."""
     email, password = f"bench-{uuid.uuid4().hex[:12]}@example.com", uuid.uuid4().hex
     tried = []
     for path in ("/api/auth/register", "/api/auth/signup", "/api/users"):
