@@ -17,6 +17,16 @@ from chatapp.config import DatabaseSettings, Settings
 from deployments.serve_env import use_serve_fast_path
 
 
+def local_cpus() -> int:
+    """Logical CPUs of the Ray `chatapp run` starts: one more than the machine's cores.
+    The self-hosted model reserves a whole CPU and each conversation shard 0.01, so on a
+    small machine what is left is fractional (0.96 of 2), and the index pipeline's tasks
+    and embedding actors, which ask for one CPU each, would wait forever: an upload to a
+    knowledge base was never indexed. The pipeline still runs no more embedding actors
+    than there are cores (`pipelines.build_index.embedding_actors`)."""
+    return (os.cpu_count() or 1) + 1
+
+
 def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if args.address is None:  # a joined cluster keeps its own Serve flags
@@ -33,6 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         namespace=settings.shards.namespace,
         include_dashboard=False,
         logging_level=logging.WARNING,
+        num_cpus=local_cpus() if args.address is None else None,
     )
     _index_default_kb(settings)
     serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
