@@ -1,12 +1,19 @@
 """ONNX exports of a sentence-transformers model, made locally from its own weights.
 
-    <cache_dir>/<model folder name>-<hash of its path>/
-        model.onnx                 float32: the transformer, exported with torch.onnx
-        model_qint8.onnx           int8 dynamic quantization (onnxruntime.quantization)
+    <cache_dir>/<model folder name>-<hash of its path and EXPORT_FORMAT>/
+        model.onnx        float32: the transformer, exported with torch.onnx
+                          (transformers' eager attention)
+        model_qint8.onnx  the same, MatMul weights in int8 per output channel
+                          (dynamic quantization: activations quantized at run time)
 
 Each is made once, at first use, under a file lock (several Ray actors start at once),
 written under a temporary name and renamed into place, so a killed export leaves nothing
 half-written. Nothing is downloaded: the weights are read from the model folder on disk.
+
+Not done, because it was slower here: ONNX Runtime's offline transformer fusion
+(`onnxruntime.transformers.optimizer`, Attention / SkipLayerNormalization / BiasGelu
+operators, QAttention in int8) runs 10-15% slower on one CPU thread in the small
+forward passes `chatapp.rag.onnx_encoder` uses (bench/rag.py shows it next to these).
 
 Why not sentence-transformers' own ONNX backend: it exports through `optimum-onnx`,
 whose only release needs transformers < 4.58, while this project runs transformers 5
@@ -26,6 +33,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+EXPORT_FORMAT = 3  # bumped when the files are made differently: older exports are not reused
 FLOAT_FILE = "model.onnx"
 INT8_FILE = "model_qint8.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -39,6 +47,7 @@ class SentenceModel:
     transformer: Path
     max_seq_length: int
     pooling: str  # "mean" or "cls"
+    lowercase: bool = False  # sentence-transformers lowercases texts before tokenizing
 
     @classmethod
     def read(cls, folder: str | Path) -> SentenceModel:
@@ -67,6 +76,7 @@ class SentenceModel:
             transformer=transformer,
             max_seq_length=int(config.get("max_seq_length") or 512),
             pooling=mode,
+            lowercase=bool(config.get("do_lower_case")),
         )
 
 
@@ -76,7 +86,7 @@ def _json(path: Path) -> dict[str, Any]:
 
 def export_folder(model_path: str, cache_dir: Path) -> Path:
     resolved = str(Path(model_path).resolve())
-    digest = hashlib.sha256(resolved.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{resolved}\n{EXPORT_FORMAT}".encode()).hexdigest()[:12]
     return Path(cache_dir) / f"{Path(resolved).name}-{digest}"
 
 
@@ -106,16 +116,23 @@ def _write_atomically(target: Path, write: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def export(model_path: str, out: Path) -> None:
-    """Export the transformer of a sentence-transformers folder to ONNX (float32), inputs
-    `INPUTS` it takes, output `last_hidden_state`, batch and sequence axes dynamic."""
+def export(model_path: str, out: Path, *, attention: str = "eager") -> None:
+    """Export the transformer of a sentence-transformers folder to ONNX (float32): inputs
+    `INPUTS` it takes, output `last_hidden_state`, batch and sequence axes dynamic.
+
+    Attention is traced as transformers' `eager` implementation (the plain
+    matmul-softmax-matmul BERT was written as): the graph is smaller than the one
+    PyTorch's `sdpa` gives (no NaN guards around the softmax), and runs faster on ONNX
+    Runtime, in float32 and in int8 (bench/rag.py measures both)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     logger.info("exporting %s to ONNX (once): %s", model_path, out)
     spec = SentenceModel.read(model_path)
     tokenizer = AutoTokenizer.from_pretrained(str(spec.transformer), local_files_only=True)
-    model = AutoModel.from_pretrained(str(spec.transformer), local_files_only=True).eval()
+    model = AutoModel.from_pretrained(
+        str(spec.transformer), local_files_only=True, attn_implementation=attention
+    ).eval()
     sample = tokenizer(["an example sentence", "a second, longer example sentence"],
                        padding=True, return_tensors="pt")  # fmt: skip
     names = [n for n in INPUTS if n in sample]
@@ -143,8 +160,17 @@ def export(model_path: str, out: Path) -> None:
 
 
 def quantize(source: Path, out: Path) -> None:
-    """int8 dynamic quantization of the weights (activations quantized at run time)."""
+    """int8 dynamic quantization: the weights of every MatMul in int8, one scale per
+    output channel (one per tensor loses too much: cosine to float down to 0.88);
+    activations quantized at run time, one scale per forward pass. The embedding tables
+    stay float: quantizing them saves no time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logger.info("quantizing %s to int8 (once)", source)
-    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(
+        str(source),
+        str(out),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+    )
