@@ -143,14 +143,7 @@ class KnowledgeLibrary:
                 f"you have {owned} knowledge bases, the most a user may have "
                 f"(RAG_USER_MAX_KNOWLEDGE_BASES={limit}); delete one first"
             )
-        row = KnowledgeBase(
-            id=f"kb-{uuid.uuid4().hex[:16]}",
-            name=_display_name(name),
-            owner_id=user_id,
-            created_at=utcnow(),
-            bytes=0, requested=0, built=0, full=False, documents=0, chunks=0,
-            files_total=0, files_done=0, chunks_total=0, chunks_done=0,
-        )  # fmt: skip
+        row = _new_row(f"kb-{uuid.uuid4().hex[:16]}", _display_name(name), owner_id=user_id)
         session.add(row)
         await session.commit()
         return self._public(row, user_id=user_id)
@@ -324,11 +317,7 @@ class KnowledgeLibrary:
         if row is not None and row.owner_id is not None:  # pragma: no cover - ids differ
             raise Conflict(f"{name!r} is a user's knowledge base")
         if row is None:
-            row = KnowledgeBase(
-                id=name, name=name, owner_id=None, created_at=utcnow(),
-                bytes=0, requested=0, built=0, full=False, documents=0, chunks=0,
-                files_total=0, files_done=0, chunks_total=0, chunks_done=0,
-            )  # fmt: skip
+            row = _new_row(name, name, owner_id=None)
             session.add(row)
         row.sources = list(sources)
         await session.flush()
@@ -425,6 +414,16 @@ class LibraryAccess:
             return await self._library.searchable(
                 session=session, user_id=user_id, kb=knowledge_base
             )
+
+
+def _new_row(kb: str, name: str, *, owner_id: uuid.UUID | None) -> KnowledgeBase:
+    """A knowledge base's row with its counters set (the columns' defaults apply only at
+    insert, and the row is shown before that)."""
+    return KnowledgeBase(
+        id=kb, name=name, owner_id=owner_id, created_at=utcnow(),
+        bytes=0, requested=0, built=0, full=False, documents=0, chunks=0,
+        files_total=0, files_done=0, chunks_total=0, chunks_done=0,
+    )  # fmt: skip
 
 
 def _display_name(name: str) -> str:

@@ -69,7 +69,8 @@ def clean_name(name: str, *, keep_folders: bool) -> str | None:
     return cleaned if len(cleaned) <= MAX_NAME_CHARS else None
 
 
-def _too_large(name: str, max_file_bytes: int) -> PayloadTooLarge:
+def too_large(name: str, max_file_bytes: int) -> PayloadTooLarge:
+    """The refusal of a file over the per-file limit."""
     return PayloadTooLarge(
         f"{name}: larger than the {mib(max_file_bytes)} a file may be (RAG_MAX_FILE_BYTES)"
     )
@@ -83,7 +84,7 @@ def unpack(
     if filename.lower().endswith(".zip"):
         return _unzip(shown, data, max_file_bytes=max_file_bytes)
     if len(data) > max_file_bytes:
-        raise _too_large(shown, max_file_bytes)
+        raise too_large(shown, max_file_bytes)
     name = clean_name(filename, keep_folders=False)
     if name is None:
         return [], [Rejected(shown, f"{shown}: not a usable file name")]
@@ -120,7 +121,7 @@ def _unzip(
             elif info.flag_bits & 0x1:
                 rejected.append(Rejected(name, f"{name}: encrypted; upload it unencrypted"))
             elif info.file_size > max_file_bytes:
-                raise _too_large(name, max_file_bytes)
+                raise too_large(name, max_file_bytes)
             else:
                 try:
                     with archive.open(info) as member:
@@ -129,7 +130,7 @@ def _unzip(
                     rejected.append(Rejected(name, f"{name}: cannot be unpacked ({exc})"))
                     continue
                 if len(body) > max_file_bytes:
-                    raise _too_large(name, max_file_bytes)
+                    raise too_large(name, max_file_bytes)
                 uploads.append(Upload(name, body))
     if not uploads and not rejected:
         rejected.append(Rejected(filename, f"{filename}: the zip holds no files"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
 
-from chatapp.errors import InvalidRequest, NotFound, PayloadTooLarge
+from chatapp.errors import InvalidRequest, NotFound
 from chatapp.rag.schemas import (
     KnowledgeBaseCreate,
     KnowledgeBaseList,
@@ -25,7 +25,7 @@ from chatapp.rag.schemas import (
     SharedBuildRequest,
     UploadResult,
 )
-from chatapp.rag.uploads import mib
+from chatapp.rag.uploads import too_large
 from deployments.handles import RetrievalHandle
 from deployments.ingress.deps import CurrentAdmin, CurrentUser, IngressState, SessionDep, StateDep
 
@@ -138,10 +138,7 @@ async def upload_files(
                 and part.size > rag.max_file_bytes
                 and not name.endswith(".zip")
             ):
-                raise PayloadTooLarge(
-                    f"{name}: larger than the {mib(rag.max_file_bytes)} a file may be "
-                    "(RAG_MAX_FILE_BYTES)"
-                )
+                raise too_large(name, rag.max_file_bytes)
             received.append((name, await part.read()))
     if not received:
         raise InvalidRequest("no files: send each in a multipart part named `files`")
