@@ -1,14 +1,12 @@
 """Retrieval: embed queries (batched with `@serve.batch`) and search the FAISS index of
 a knowledge base. A shim over `chatapp.rag`.
 
-Each replica loads the newest version of every shared knowledge base in `RAG_INDEX_DIR`
-and looks for newer ones every `reload_interval_s` (or at once on `reload()`). Users'
-own knowledge bases are loaded when first searched, and again when a search asks for a
-newer version than the one loaded (the one its owner's latest upload built); the watcher
-keeps the loaded ones current and drops deleted ones. A newer version is loaded off the
-event loop and swapped in with one assignment: a search already running keeps the
-version it started with, so no request is dropped. A version that fails to load is
-logged and the current one keeps serving.
+Each replica serves what `chatapp.rag.served.ServedIndexes` holds: the newest version of
+every shared knowledge base in `RAG_INDEX_DIR`, and users' own ones loaded when first
+searched (and again when a search asks for a newer version than the one loaded: the one
+its owner's latest upload built), the least recently searched unloaded past
+`RAG_USER_INDEX_MEMORY_MB`. It looks for newer versions every `reload_interval_s` (or at
+once on `reload()`), loading off the event loop, so no request is dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from chatapp.openai_api.embeddings import EmbeddingResult, check_lengths
 from chatapp.rag.chunking import chunker_for
 from chatapp.rag.embedder import Embedder, Vectors, embedder_for, model_label
 from chatapp.rag.schemas import KnowledgeBasePublic, RetrievedChunk
+from chatapp.rag.served import ServedIndexes
 from chatapp.rag.store import LoadedIndex, is_user_kb, store_for
 from deployments.scaling import autoscaling
 
@@ -38,9 +37,11 @@ class Retrieval:
     def __init__(self, rag: RagSettings) -> None:
         self._rag = rag
         self._store = store_for(rag)
-        self._model = model_label(rag.embedding_model)
-        self._indexes: dict[str, LoadedIndex] = {}
-        self._failed: dict[str, int] = {}  # kb -> version that failed to load
+        self._indexes = ServedIndexes(
+            self._store,
+            model=model_label(rag.embedding_model),
+            budget_bytes=rag.user_index_memory_mb * 1024 * 1024,
+        )
         self._embedder: Embedder | None = None
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
@@ -48,49 +49,9 @@ class Retrieval:
         self._embed.set_batch_wait_timeout_s(rag.batch_wait_timeout_s)  # type: ignore[attr-defined]
         if self._store.knowledge_bases():
             self._embedder = embedder_for(rag)
-        self._load_new()
+        self._indexes.refresh()
 
     # -- index versions -------------------------------------------------------------
-
-    def _load_new(self) -> list[str]:
-        """Load every knowledge base whose newest version is not the one served (users'
-        own ones only when loaded already); drop the ones deleted."""
-        swapped = []
-        on_disk = self._store.knowledge_bases()
-        gone = set(self._indexes) - set(on_disk)
-        if gone:
-            self._indexes = {kb: i for kb, i in self._indexes.items() if kb not in gone}
-            logger.info("dropped %s (deleted)", ", ".join(sorted(gone)))
-        for kb in on_disk:
-            if is_user_kb(kb) and kb not in self._indexes:
-                continue
-            if self._load(kb):
-                swapped.append(f"{kb}@{self._indexes[kb].version}")
-        if swapped:
-            logger.info("serving %s", ", ".join(swapped))
-        return swapped
-
-    def _load(self, kb: str) -> bool:
-        """Load the newest version of `kb` unless served already; whether one was."""
-        latest = self._store.latest(kb)
-        current = self._indexes.get(kb)
-        if latest is None or (current and current.version == latest):
-            return False
-        if self._failed.get(kb) == latest:
-            return False
-        try:
-            index = self._store.load(kb, latest)
-            if index.manifest.model != self._model:
-                raise ValueError(
-                    f"built with {index.manifest.model}, this replica embeds with "
-                    f"{self._model}; rebuild it or set RAG_EMBEDDING_MODEL"
-                )
-        except Exception as exc:
-            self._failed[kb] = latest
-            logger.error("knowledge base %s version %s not loaded: %s", kb, latest, exc)
-            return False
-        self._indexes = {**self._indexes, kb: index}  # one assignment: the swap
-        return True
 
     async def _load_now(self, kb: str, min_version: int | None) -> LoadedIndex | None:
         """`kb` at `min_version` or newer, loaded now if this replica has not yet."""
@@ -99,7 +60,7 @@ class Retrieval:
             if index is None or (min_version is not None and index.version < min_version):
                 if self._embedder is None:
                     self._embedder = await asyncio.to_thread(embedder_for, self._rag)
-                await asyncio.to_thread(self._load, kb)
+                await asyncio.to_thread(self._indexes.load, kb)
             return self._indexes.get(kb)
 
     async def reload(self, knowledge_base: str | None = None) -> dict[str, int]:
@@ -109,11 +70,11 @@ class Retrieval:
             # The model first: an index is only served once queries can be embedded.
             if self._embedder is None and await asyncio.to_thread(self._store.knowledge_bases):
                 self._embedder = await asyncio.to_thread(embedder_for, self._rag)
-            await asyncio.to_thread(self._load_new)
+            await asyncio.to_thread(self._indexes.refresh)
             if knowledge_base is not None:
-                await asyncio.to_thread(self._load, knowledge_base)
+                await asyncio.to_thread(self._indexes.load, knowledge_base)
         self._ensure_watcher()
-        return {kb: index.version for kb, index in self._indexes.items()}
+        return {kb: index.version for kb, index in self._indexes.served().items()}
 
     def _ensure_watcher(self) -> None:
         if self._watcher is None:
@@ -141,7 +102,7 @@ class Retrieval:
                 mode=self._rag.mode_of(kb),
                 created_at=index.manifest.created(),
             )
-            for kb, index in sorted(self._indexes.items())
+            for kb, index in sorted(self._indexes.served().items())
             if not is_user_kb(kb)  # users' own: listed by the library, to their readers
         ]
 
@@ -204,7 +165,8 @@ class Retrieval:
         if index is None:
             if missing_ok:
                 return []
-            known = ", ".join(sorted(k for k in self._indexes if not is_user_kb(k))) or "none yet"
+            served = self._indexes.served()
+            known = ", ".join(sorted(k for k in served if not is_user_kb(k))) or "none yet"
             raise NotFound(
                 f"knowledge base {knowledge_base!r} not found (available: {known}); "
                 "build it with `chatapp index build SOURCE --name NAME`"

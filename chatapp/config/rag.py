@@ -62,7 +62,10 @@ class RagSettings(BaseSettings):
     )
     chunk_overlap: int = Field(40, ge=0, description="Tokens shared by neighbouring chunks.")
     embed_batch_size: int = Field(
-        64, ge=1, description="Chunks per forward pass of the embedding model."
+        64,
+        ge=1,
+        description="Most chunks per forward pass of the embedding model (the ONNX encoder "
+        "on CPUs runs smaller passes: one text each on one thread).",
     )
     embed_window: int = Field(
         512,
@@ -143,6 +146,13 @@ class RagSettings(BaseSettings):
     )
     reload_interval_s: float = Field(
         5.0, gt=0, description="How often a retrieval replica looks for newer index versions."
+    )
+    user_index_memory_mb: int = Field(
+        1024,
+        ge=1,
+        description="Memory a retrieval replica gives users' own knowledge bases (estimated "
+        "from their vectors, chunks and lexical index): past it, the least recently searched "
+        "are unloaded, and loaded again on their next search.",
     )
     upload_dir: Path = Field(
         Path("var/uploads"),

@@ -90,6 +90,12 @@ class KnowledgeBasePublic(BaseModel):
 
 class KnowledgeBaseList(BaseModel):
     items: list[KnowledgeBasePublic]
+    enabled: bool = Field(
+        True,
+        description="False when this server runs without knowledge bases (RAG_ENABLED=false): "
+        "none can be created, searched or chatted over; the page hides its knowledge-base "
+        "controls.",
+    )
     default: str | None = Field(
         None,
         description="The knowledge base a chat turn is grounded in when it names none "

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -156,6 +157,14 @@ class LoadedIndex:
             )
         if self.lexical is not None and self.manifest.index_kind == "ivf":
             index.make_direct_map()  # so `vectors` can read back the vectors of lexical hits
+        lexical = path / LEXICAL_FOLDER
+        # the memory it holds, estimated: the FAISS index as saved, the chunk columns as
+        # Python objects, the lexical index as saved
+        self.nbytes = (
+            (path / "index.faiss").stat().st_size
+            + sum(sys.getsizeof(v) for values in self.columns.values() for v in values)
+            + sum(f.stat().st_size for f in lexical.rglob("*") if f.is_file())
+        )
 
     @property
     def name(self) -> str:

@@ -83,7 +83,8 @@ def account(chat_app: str) -> Account | None:
 
 @pytest.fixture(scope="session")
 def web_sim(chat_app: str, pg_url: str) -> Iterator[str]:
-    """ChatApp with a simulated engine (25 words/s, 100 words) at <base>/websim/."""
+    """ChatApp with a simulated engine (25 words/s, 100 words) at <base>/websim/, without
+    knowledge bases (RAG_ENABLED=false)."""
     from ray import serve
 
     from actors.client import kill_shards
@@ -96,6 +97,7 @@ def web_sim(chat_app: str, pg_url: str) -> Iterator[str]:
         "llm": {"engine": "simulated", "simulated_tokens_per_s": 25, "simulated_reply_tokens": 100},
         "shards": {"count": 1, "name_prefix": f"websim-{uuid.uuid4().hex[:6]}"},
         "auth": {"chat_request_limit": "10000/minute"},
+        "rag": {"enabled": False},
     }
     run_app(build_app(overrides), name="websim", route_prefix="/websim", base_url=chat_app)
     yield f"{chat_app}/websim"

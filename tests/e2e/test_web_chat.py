@@ -177,6 +177,10 @@ def test_answer_streams_in_and_survives_a_reload(page: Page, web_sim: str) -> No
     assert text.startswith("w0 w1 w2") and "w99" in text
     expect(answer.get_by_test_id("usage")).to_contain_text("100 tokens")
     expect(page.get_by_test_id("composer")).to_have_value("")
+    # this server runs without knowledge bases: the page offers none (the list has long
+    # loaded by now)
+    expect(page.get_by_test_id("knowledge-open")).to_be_hidden()
+    expect(page.get_by_test_id("kb-picker")).to_be_hidden()
 
     conv = current_conversation(page)
     page.reload()

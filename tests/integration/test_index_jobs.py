@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from chatapp.db.models import KnowledgeBase, User
 from chatapp.rag.documents import content_hash
 from chatapp.rag.jobs import BuildOutcome, BuildProgress, IndexJobRunner, Job
 from chatapp.rag.library import KnowledgeLibrary
+from tests.conftest import fresh_database
 
 
 class ScriptedBuild:
@@ -41,6 +42,15 @@ class ScriptedBuild:
             version=len(self.jobs), documents=len(names), chunks=10, index_kind="flat",
             sources=files,
         )  # fmt: skip
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A database of each test's own (the `postgresql` case of `db_settings`): an indexer
+    claims any job in its database, and the session's test apps run indexers on the
+    shared one, which would take these jobs from the runners under test."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

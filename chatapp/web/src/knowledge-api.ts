@@ -40,6 +40,8 @@ export interface KnowledgeList {
   items: KnowledgeBase[];
   /** What a turn naming no knowledge base is grounded in. */
   default?: string | null;
+  /** False when the server runs without knowledge bases (RAG_ENABLED=false). */
+  enabled?: boolean;
 }
 
 export interface KnowledgeFile {

@@ -55,7 +55,8 @@ export class KnowledgePanel {
     );
   }
 
-  /** Load the list; false when the server offers no knowledge bases (404, not allowed). */
+  /** Load the list; false when the server offers no knowledge bases (disabled there, or
+   * the list refused). */
   async refresh(): Promise<boolean> {
     try {
       this.list = await listKnowledgeBases();
@@ -63,7 +64,7 @@ export class KnowledgePanel {
       return false;
     }
     this.publish();
-    return true;
+    return this.list.enabled !== false;
   }
 
   /** Show the panel with the list reloaded; the user's first knowledge base is shown in

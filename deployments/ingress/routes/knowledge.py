@@ -46,7 +46,7 @@ async def list_knowledge_bases(
     """The shared knowledge bases, yours and those shared with you, and the one a turn
     that names none is grounded in."""
     if state.retrieval is None:
-        return KnowledgeBaseList(items=[])
+        return KnowledgeBaseList(items=[], enabled=False)
     return await state.library.visible(session=session, user_id=user.id)
 
 
