@@ -19,43 +19,35 @@ what is stored does not change. After it, the partial reply is stored marked inc
 and the turn ends with `TurnFailed`, the error keeping its class. A client that goes away
 closes the turn: the partial reply is still stored and the generation stops.
 
-A completion on `/v1` (`complete`) stores no conversation: the same meter, optional
-grounding and router stream, with its usage settled when the stream ends (a partial or
-abandoned answer counts what was generated).
+A completion on `/v1` (`complete`, in `chatapp.chat.completions`) stores no
+conversation; the parts both share are in `chatapp.chat.turn_parts`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, cast
 
 from chatapp.cache.responses import CacheMode
-from chatapp.chat.compaction import Compactor, prompt_history
+from chatapp.chat.compaction import prompt_history
+from chatapp.chat.completions import Completions
 from chatapp.chat.ports import (
-    ConversationShards,
-    KnowledgeAccess,
-    ModelRouter,
     ReplyRecord,
-    Retriever,
 )
 from chatapp.chat.schemas import MessageCreate, MessagePublic, TurnOptions
-from chatapp.config import Settings
-from chatapp.errors import ChatAppError, InvalidRequest, NotFound, ProviderError, RateLimited
-from chatapp.llm.base import ChatMessage, Chunk, Finish, SamplingParams, TextDelta, ToolConfig
+from chatapp.chat.turn_parts import close_stream
+from chatapp.errors import ChatAppError, InvalidRequest
+from chatapp.llm.base import ChatMessage, Finish, TextDelta
 from chatapp.llm.catalog import AUTO
-from chatapp.llm.content import check_images
 from chatapp.observability import tracing
-from chatapp.observability.metrics import PrometheusInstruments, TurnMetrics
-from chatapp.rag.prompt import grounded_messages, public_sources, select_sources
-from chatapp.rag.schemas import RagMode, RetrievedChunk, SourcePublic
+from chatapp.rag.prompt import grounded_messages, public_sources
+from chatapp.rag.schemas import SourcePublic
 from chatapp.usage.ledger import UsageRecord
-from chatapp.usage.meter import Hold, UsageMeter
+from chatapp.usage.meter import Hold
 
 logger = logging.getLogger(__name__)
 
@@ -81,137 +73,8 @@ class TurnFailed:
 TurnEvent = TurnStarted | TextDelta | TurnDone | TurnFailed
 
 
-@dataclass(frozen=True, slots=True)
-class CompletionStream:
-    """An answer on its way: its sources, and its chunks from the first one on (the
-    errors before that were raised by `ChatService.complete`)."""
-
-    sources: list[SourcePublic]
-    chunks: AsyncGenerator[Chunk, None]
-
-
-class ChatService:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        shards: ConversationShards,
-        router: ModelRouter,
-        retriever: Retriever | None = None,
-        knowledge: KnowledgeAccess | None = None,
-        usage: UsageMeter | None = None,
-        metrics: TurnMetrics | None = None,
-    ) -> None:
-        self._settings = settings
-        self._knowledge = knowledge  # None: every knowledge base is everyone's
-        self._metrics = metrics or TurnMetrics(PrometheusInstruments())
-        self._shards = shards
-        self._router = router
-        self._retriever = retriever  # None when RAG is disabled
-        self.usage = usage  # None: nothing metered (core tests without limits)
-        self._storing: set[asyncio.Future[Any]] = set()
-        # Long chats: running summaries written in the background after a turn.
-        self.compaction = Compactor(
-            settings=settings, shards=shards, router=router, usage=usage, metrics=self._metrics
-        )
-
-    def sampling_params(
-        self,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
-        whole: bool = False,
-        tools: ToolConfig | None = None,
-    ) -> SamplingParams:
-        """A request's sampling parameters, the server's defaults where it is silent;
-        `whole` for a request answered in one piece (not streamed); `tools` the model
-        may call (/v1 only)."""
-        return SamplingParams(
-            max_tokens=max_tokens or self._settings.llm.default_max_tokens,
-            temperature=0.7 if temperature is None else temperature,
-            top_p=1.0 if top_p is None else top_p,
-            stop=tuple(stop),
-            seed=seed,
-            whole=whole,
-            tools=tools,
-        )
-
-    # -- the parts of a turn ---------------------------------------------------------
-
-    async def ground(
-        self,
-        query: str,
-        *,
-        knowledge_base: str | None,
-        rag: RagMode | None,
-        user_id: uuid.UUID,
-        default_kb: bool = True,
-    ) -> list[RetrievedChunk]:
-        """The sources a turn is grounded in (maybe none). Naming an unknown knowledge base
-        or one the user may not read is `NotFound`; without a name the default one is used
-        when it exists (and `default_kb` allows). Retrieval failing otherwise only costs
-        the grounding."""
-        if knowledge_base is None and not default_kb:
-            return []
-        rag_settings = self._settings.rag
-        kb = knowledge_base or rag_settings.default_kb
-        mode = rag or rag_settings.mode_of(kb)
-        if self._retriever is None:
-            if knowledge_base is not None:
-                raise NotFound(f"knowledge base {knowledge_base!r} not found (RAG is disabled)")
-            return []
-        if mode == "off" and knowledge_base is None:
-            return []
-        min_version = None
-        if knowledge_base is not None and self._knowledge is not None:
-            min_version = await self._knowledge.searchable(user_id, knowledge_base)
-        query = query[-rag_settings.max_query_chars :]
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            with tracing.span("chat.retrieve", {"chatapp.knowledge_base": kb}) as span:
-                hits = await self._retriever.search(
-                    query, kb, missing_ok=knowledge_base is None, min_version=min_version
-                )
-                span.set_attribute("chatapp.retrieval.hits", len(hits))
-            outcome = "ok"
-        except (NotFound, InvalidRequest):
-            outcome = "refused"
-            raise
-        except ChatAppError as exc:
-            logger.warning("retrieval from %s failed, answering without it: %s", kb, exc)
-            return []
-        finally:
-            self._metrics.retrieval.labels(outcome).observe(time.perf_counter() - started)
-        sources = select_sources(hits, mode=mode, auto_threshold=rag_settings.auto_threshold)
-        self._metrics.retrieval_hits.labels().inc(len(sources))
-        return sources
-
-    async def _hold(self, user_id: uuid.UUID, params: SamplingParams) -> Hold | None:
-        """A reply slot and the reply's `max_tokens` held (429 when a limit is reached)."""
-        if self.usage is None:
-            return None
-        try:
-            return await self.usage.begin(user_id, max_tokens=params.max_tokens)
-        except RateLimited as exc:
-            self._metrics.refusals.labels(exc.limit).inc()
-            raise
-
-    def _settle(self, hold: Hold | None, used: UsageRecord | None) -> asyncio.Future[None]:
-        """Settle `hold` in its own task, kept referenced until done: awaited shielded, it
-        completes even when the turn is cancelled."""
-        done: asyncio.Future[None]
-        if hold is None or self.usage is None:
-            done = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
-        done = asyncio.ensure_future(self.usage.settle(hold, used))
-        self._storing.add(done)
-        done.add_done_callback(self._storing.discard)
-        return done
+class ChatService(Completions):
+    """A chat turn in a stored conversation (`/api`), and a completion (`/v1`)."""
 
     # -- /api: turns in stored conversations -----------------------------------------
 
@@ -383,7 +246,7 @@ class ChatService:
             self._storing.add(store)
             store.add_done_callback(self._storing.discard)
             self._observe("chat", began, used, failure, finish)
-            await _close(chunks)
+            await close_stream(chunks)
             stored = await asyncio.shield(store)
         if failure is not None:
             if not parts:
@@ -401,48 +264,6 @@ class ChatService:
                 model=options.model,
             )
             yield TurnDone(stored, finish.fallback_from if finish else None)
-
-    def _observe(
-        self,
-        kind: str,
-        began: float,
-        used: UsageRecord | None,
-        failure: ChatAppError | None,
-        finish: Finish | None,
-    ) -> None:
-        """A turn or completion ended: its duration by outcome and its tokens."""
-        outcome = "error" if failure else "complete" if finish else "cancelled"
-        self._metrics.duration.labels(kind, outcome).observe(time.perf_counter() - began)
-        if used is not None:
-            self._metrics.tokens.labels(kind, "prompt").inc(used.prompt_tokens)
-            self._metrics.tokens.labels(kind, "completion").inc(used.completion_tokens)
-        span = tracing.current_span()  # the turn's or the completion's
-        if span.is_recording():
-            span.set_attribute(tracing.OUTCOME, outcome)
-            if failure is not None:
-                tracing.fail(span, failure)
-            if finish is not None:
-                tracing.finished(span, finish)
-            elif used is not None:
-                span.set_attribute(tracing.OUTPUT_TOKENS, used.completion_tokens)
-
-    def _model_stream(
-        self,
-        messages: list[ChatMessage],
-        params: SamplingParams,
-        model: str | None,
-        user_id: uuid.UUID,
-        cache: CacheMode,
-    ) -> AsyncIterator[Chunk]:
-        """The router's stream of the answer, traced as `chat.generate`."""
-        span = tracing.start_span(
-            "chat.generate", {tracing.MODEL: model or AUTO, tracing.MAX_TOKENS: params.max_tokens}
-        )
-        with tracing.current(span):  # the router's own spans, or its Ray call's, under it
-            chunks = self._router.stream(
-                messages, params, model=model, user=str(user_id), cache=cache
-            )
-        return tracing.stepped(span, chunks)
 
     async def _renew(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         """Renew the turn's lease on its conversation while it runs (every third of it),
@@ -485,114 +306,6 @@ class ChatService:
             return TurnFailed(exc, None)
         return message
 
-    # -- /v1: completions over the client's own messages ------------------------------
-
-    async def complete(
-        self,
-        *,
-        user_id: uuid.UUID,
-        messages: list[ChatMessage],
-        params: SamplingParams,
-        model: str | None = None,
-        cache: CacheMode = "auto",
-        knowledge_base: str | None = None,
-        rag: RagMode | None = None,
-    ) -> CompletionStream:
-        """Start answering `messages`; errors before the first chunk are raised here.
-
-        RAG is opt-in: only with `knowledge_base` or `rag` is the last user message
-        grounded, its sources added to the system message. Images are checked against
-        the limits (`CHAT_MAX_IMAGES`, `CHAT_MAX_IMAGE_BYTES`); tools and images go only
-        to models that take them (the router's chain)."""
-        questions = [m for m in messages if m.role == "user" and (m.content.strip() or m.parts)]
-        if not questions:
-            raise InvalidRequest("messages: at least one non-empty user message is required")
-        chat = self._settings.chat
-        check_images(messages, max_images=chat.max_images, max_bytes=chat.max_image_bytes)
-        began = time.perf_counter()
-        span = tracing.start_span(
-            "chat.completion",
-            {
-                "user.id": str(user_id),
-                tracing.MODEL: model or AUTO,
-                "chatapp.stream": not params.whole,
-            },
-        )
-        with tracing.opening(span):  # its parts under it; an error here ends it
-            hold = await self._hold(user_id, params)
-            try:
-                last_question = next(m.content for m in reversed(messages) if m.role == "user")
-                grounding = await self.ground(
-                    last_question,
-                    knowledge_base=knowledge_base,
-                    rag=rag,
-                    user_id=user_id,
-                    default_kb=rag is not None,
-                )
-                if grounding:
-                    messages = grounded_messages(messages, grounding)
-                sources = public_sources(grounding, snippet_chars=self._settings.rag.snippet_chars)
-                chunks = self._model_stream(messages, params, model, user_id, cache)
-                first = await anext(chunks)
-            except BaseException:
-                await asyncio.shield(self._settle(hold, None))
-                raise
-        self._metrics.ttft.labels("completion").observe(time.perf_counter() - began)
-        counted = tracing.stepped(span, self._counted(user_id, hold, first, chunks, began))
-        # Run it to its first `yield`, inside its `try`: from now on closing it, even
-        # before reading a chunk, settles the hold (an unstarted generator's close runs
-        # nothing, and the reader may never start).
-        await anext(counted)
-        return CompletionStream(sources, cast(AsyncGenerator[Chunk, None], counted))
-
-    async def _counted(
-        self,
-        user_id: uuid.UUID,
-        hold: Hold | None,
-        first: Chunk,
-        rest: AsyncIterator[Chunk],
-        began: float,
-    ) -> AsyncGenerator[Chunk | None, None]:
-        """None (when `complete` starts it), then the stream, its usage settled when it
-        ends, however it ends; closing it stops the model."""
-        chunk = first
-        parts: list[TextDelta] = []
-        settled = False
-        try:
-            yield None
-            while True:
-                if isinstance(chunk, Finish):
-                    # Settled before the last chunk is handed over: a reader may stop there.
-                    used = UsageRecord.of_call(user_id, "completion", parts, chunk)
-                    self._observe("completion", began, used, None, chunk)
-                    await asyncio.shield(self._settle(hold, used))
-                    settled = True
-                    yield chunk
-                    return
-                if isinstance(chunk, TextDelta):
-                    parts.append(chunk)
-                yield chunk
-                try:
-                    chunk = await anext(rest)
-                except StopAsyncIteration:
-                    raise ProviderError("the model stream ended without a finish event") from None
-        finally:
-            settling = None
-            if not settled:
-                used = UsageRecord.of_call(user_id, "completion", parts, None)
-                failed = sys.exc_info()[1]
-                self._observe(
-                    "completion",
-                    began,
-                    used,
-                    failed if isinstance(failed, ChatAppError) else None,
-                    None,
-                )
-                settling = self._settle(hold, used)
-            await _close(rest)
-            if settling is not None:
-                await asyncio.shield(settling)
-
 
 def _reply_record(
     parts: list[TextDelta],
@@ -625,9 +338,3 @@ def _reply_record(
         sources=sources,
         fallback_from=finish.fallback_from,
     )
-
-
-async def _close(chunks: AsyncIterator[Chunk]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()

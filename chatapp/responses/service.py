@@ -29,11 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatapp.cache.responses import CacheMode
 from chatapp.chat import repository as conversations
+from chatapp.chat.completions import CompletionStream
 from chatapp.chat.ports import ReplyRecord
 from chatapp.chat.schemas import MessageCreate, MessagePublic
 from chatapp.chat.service import (
     ChatService,
-    CompletionStream,
     TurnDone,
     TurnEvent,
     TurnFailed,
