@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from chatapp.cache.responses import CacheMode
 from chatapp.chat.ports import ModelRouter
-from chatapp.llm.base import ChatMessage, Chunk, SamplingParams
+from chatapp.llm.base import ChatMessage, Chunk, SamplingParams, close_stream
 from chatapp.logs import RequestContext, current_request
 
 OVERHEAD_HEADER = "X-ChatApp-Overhead-Ms"
@@ -71,6 +71,4 @@ async def _timed(chunks: AsyncIterator[Chunk], context: RequestContext) -> Async
                 context.model_wait_s += time.perf_counter() - waited
             yield chunk
     finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()  # closing the reader cancels the generation
+        await close_stream(chunks)  # closing the reader cancels the generation

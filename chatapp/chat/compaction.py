@@ -31,7 +31,7 @@ from chatapp.chat.schemas import MessagePublic
 from chatapp.chat.summaries import SummaryPublic
 from chatapp.config import Settings
 from chatapp.errors import ProviderError
-from chatapp.llm.base import ChatMessage, Finish, SamplingParams, TextDelta
+from chatapp.llm.base import ChatMessage, Finish, SamplingParams, TextDelta, close_stream
 from chatapp.llm.router import estimate_tokens
 from chatapp.observability.metrics import TurnMetrics
 from chatapp.usage.ledger import UsageRecord
@@ -238,9 +238,7 @@ class Compactor:
                 elif isinstance(chunk, TextDelta):
                     parts.append(chunk)
         finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_stream(chunks)
             used = UsageRecord.of_call(user_id, "summary", parts, finish, conversation_id)
             if used is not None and self._usage is not None:
                 self._usage.ledger.append(used)

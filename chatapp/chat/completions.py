@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import cast
 
 from chatapp.cache.responses import CacheMode
-from chatapp.chat.turn_parts import TurnParts, close_stream
+from chatapp.chat.turn_parts import TurnParts
 from chatapp.errors import ChatAppError, InvalidRequest, ProviderError
-from chatapp.llm.base import ChatMessage, Chunk, Finish, SamplingParams, TextDelta
+from chatapp.llm.base import ChatMessage, Chunk, Finish, SamplingParams, TextDelta, close_stream
 from chatapp.llm.catalog import AUTO
 from chatapp.llm.content import check_images
 from chatapp.observability import tracing

@@ -39,9 +39,8 @@ from chatapp.chat.ports import (
     ReplyRecord,
 )
 from chatapp.chat.schemas import MessageCreate, MessagePublic, TurnOptions
-from chatapp.chat.turn_parts import close_stream
 from chatapp.errors import ChatAppError, InvalidRequest
-from chatapp.llm.base import ChatMessage, Finish, TextDelta
+from chatapp.llm.base import ChatMessage, Finish, TextDelta, close_stream
 from chatapp.llm.catalog import AUTO
 from chatapp.observability import tracing
 from chatapp.rag.prompt import grounded_messages, public_sources

@@ -199,10 +199,3 @@ class TurnParts:
                 messages, params, model=model, user=str(user_id), cache=cache
             )
         return tracing.stepped(span, chunks)
-
-
-async def close_stream(chunks: AsyncIterator[Chunk]) -> None:
-    """Close a model stream (which stops the generation), if it can be closed."""
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()

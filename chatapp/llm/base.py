@@ -161,6 +161,14 @@ class Finish:
 Chunk = TextDelta | ToolCallDelta | Finish
 
 
+async def close_stream(stream: AsyncIterator[Any]) -> None:
+    """Close `stream` if it can be closed (an async generator can), which stops what
+    produces it: closing a model stream stops the generation."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
     """A whole answer collected from a stream."""

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
-from chatapp.llm.base import TextDelta, ToolCallDelta
+from chatapp.llm.base import TextDelta, ToolCallDelta, close_stream
 
 T = TypeVar("T")
 _DONE = object()
@@ -129,7 +129,5 @@ async def coalesce(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
+        with contextlib.suppress(Exception):
+            await close_stream(source)

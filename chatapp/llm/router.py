@@ -47,6 +47,7 @@ from chatapp.llm.base import (
     Finish,
     SamplingParams,
     ToolCallDelta,
+    close_stream,
 )
 from chatapp.llm.catalog import AUTO, SELF_HOSTED, Catalog, cost_usd
 from chatapp.llm.coalesce import coalesce
@@ -419,10 +420,8 @@ class ProviderRouter:
 
 
 async def _close(agen: _Stream) -> None:
-    aclose = getattr(agen, "aclose", None)
-    if aclose is not None:
-        with contextlib.suppress(Exception):
-            await aclose()
+    with contextlib.suppress(Exception):
+        await close_stream(agen)
 
 
 def _final_error(errors: list[tuple[ModelEntry, ChatAppError]]) -> ChatAppError:

@@ -46,7 +46,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from chatapp.llm.base import Finish
+from chatapp.llm.base import Finish, close_stream
 
 T = TypeVar("T")
 Attributes = Mapping[str, AttributeValue]
@@ -146,9 +146,7 @@ async def _stepped(opened: Span, items: AsyncIterator[T]) -> AsyncGenerator[T, N
     finally:
         token = otel_context.attach(ctx)
         try:
-            aclose = getattr(items, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_stream(items)
         finally:
             otel_context.detach(token)
             end(opened, failure)
