@@ -11,6 +11,11 @@ before Ray starts (a joined cluster keeps its own). Measured with
   `/tmp/haproxy-serve/<node id>/`; its Prometheus port is 9101
   (`RAY_SERVE_HAPROXY_METRICS_PORT`) and its stats port 8404
   (`RAY_SERVE_HAPROXY_STATS_PORT`).
+- `RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S`: 30 s (Serve's default is 5) for a new proxy to
+  answer its readiness check, three tries (longer on each restart). On a busy two-core
+  node a proxy's process took about 20 s to start; after 15 s Serve killed it as
+  unhealthy and `serve.start` failed at once (`chatapp run`, and every test of a session
+  run beside two busy processes).
 - Tracing (`use_tracing`): Serve's own tracing, configured from OpenTelemetry's
   `OTEL_*` variables, when they turn it on.
 """
@@ -31,6 +36,7 @@ def use_serve_fast_path(environ: MutableMapping[str, str] = os.environ) -> None:
     environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
     # uvicorn in Serve's processes must not believe X-Forwarded-For from local peers
     # (deployments/app.py says why); ChatApp reads it behind AUTH_TRUSTED_PROXIES only.
     environ.setdefault("FORWARDED_ALLOW_IPS", "")
