@@ -36,11 +36,17 @@ def use_serve_fast_path(environ: MutableMapping[str, str] = os.environ) -> None:
     environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-    environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
     # uvicorn in Serve's processes must not believe X-Forwarded-For from local peers
     # (deployments/app.py says why); ChatApp reads it behind AUTH_TRUSTED_PROXIES only.
     environ.setdefault("FORWARDED_ALLOW_IPS", "")
+    use_busy_node_deadlines(environ)
     use_tracing(environ)
+
+
+def use_busy_node_deadlines(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Serve's deadline for a new proxy's start, long enough for a busy small node
+    (`RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S`, above), where `environ` does not say."""
+    environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
 
 
 def use_tracing(environ: MutableMapping[str, str] = os.environ) -> None:

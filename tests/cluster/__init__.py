@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deployments.serve_env import use_busy_node_deadlines
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -16,11 +18,13 @@ def run_scenario(
     module: str, args: list[str], out: Path, *, timeout: int
 ) -> tuple[dict[str, Any], str]:
     """`python -m module args --json out` without this session's Ray, Serve and tracing
-    settings (they are not the scenario cluster's); its JSON result and its stdout."""
+    settings (they are not the scenario cluster's), but with the deadlines of a busy
+    node (`use_busy_node_deadlines`); its JSON result and its stdout."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
     for name in list(env):
         if name.startswith(("RAY_SERVE_", "RAY_ADDRESS", "OTEL_")):
             del env[name]
+    use_busy_node_deadlines(env)
     run = subprocess.run(
         [sys.executable, "-m", module, *args, "--json", str(out)],
         cwd=ROOT,
