@@ -83,7 +83,8 @@ async def test_parallel_calls_on_two_replicas_get_exactly_the_free_slots(
     )
     holds = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, RateLimited)]
-    assert (len(holds), len(refused)) == (3, 3)
+    others = [repr(r) for r in results if isinstance(r, BaseException) and r not in refused]
+    assert (len(holds), len(refused)) == (3, 3), others
     await a.settle(holds[0], None)  # nothing generated: the slot and the hold come back
     await b.settle(await b.begin(user, max_tokens=10), None)
 
