@@ -78,3 +78,32 @@ def test_the_picker_shows_the_knowledge_base_in_use(page: Page, kb_web: str) -> 
     page.get_by_test_id("new-chat").click()
     answer = ask(page, "When should I prune my roses?", 1)
     expect(answer.get_by_test_id("sources")).to_have_count(0)
+
+
+def test_a_message_sent_before_the_list_loads_keeps_the_remembered_choice(
+    page: Page, kb_web: str
+) -> None:
+    """The picker is filled when the knowledge-base list arrives; a message sent before
+    that must still carry the remembered "No knowledge base" (as `rag: off`): sent without
+    it, the server grounds the answer in its default knowledge base."""
+    page.goto(f"{kb_web}/")
+    expect(page.get_by_test_id("kb-picker")).to_have_value("garden")
+    page.get_by_test_id("kb-picker").select_option("")  # remembered in this browser
+
+    held: list[Any] = []  # the next page's list request, answered only when released
+    page.route("**/api/knowledge-bases", lambda route: held.append(route))
+    with page.expect_request("**/api/knowledge-bases"):
+        page.goto(f"{kb_web}/")
+    page.get_by_test_id("composer").fill("When should I prune my roses?")
+    is_turn = lambda r: r.method == "POST" and r.url.endswith("/messages")  # noqa: E731
+    with page.expect_request(is_turn) as posted:
+        page.get_by_test_id("composer").press("Enter")
+        expect(page.locator(ASSISTANT)).to_have_count(1)  # the turn is shown at once...
+        assert held, "the list request was not held"
+        held[0].continue_()  # ...and sent once the list is there
+        page.unroute("**/api/knowledge-bases")
+    assert posted.value.post_data_json.get("rag") == "off", posted.value.post_data
+    answer = page.locator(ASSISTANT).first
+    expect(answer.get_by_test_id("usage")).to_be_visible(timeout=90_000)
+    expect(answer.get_by_test_id("sources")).to_have_count(0)
+    expect(page.get_by_test_id("kb-picker")).to_have_value("")

@@ -80,7 +80,10 @@ export class ChatView {
 
     void this.sidebar.loadConversations(true);
     void this.composer.loadModels();
-    void this.knowledge.refresh().then((offered) => (this.sidebar.knowledgeButton.hidden = !offered));
+    void this.knowledge.refresh().then((offered) => {
+      this.sidebar.knowledgeButton.hidden = !offered;
+      this.composer.knowledgeListed();
+    });
     if (this.state.conversationId) void this.open(this.state.conversationId);
     else this.composer.restoreDraft();
     this.composer.focus();

@@ -18,6 +18,12 @@ export class Composer {
   private readonly stop = h("button", { type: "button", class: "danger", hidden: true, "data-testid": "stop" }, "Stop");
   readonly form = h("form", { class: "composer" }, this.input, this.stop, this.send);
   private blockedUntil = 0;
+  private choicesLoaded: () => void = () => {};
+  /** Settled once the knowledge-base list has loaded (or failed to): before that the
+   * picker cannot show the user's choice, so a turn waits for it (a remembered "No
+   * knowledge base" must not be sent as no choice, which the server grounds in its
+   * default knowledge base). */
+  readonly choicesReady: Promise<void> = new Promise((resolve) => (this.choicesLoaded = resolve));
 
   /** `onSubmit` runs on Enter and on Send; Stop aborts the turn in flight. */
   constructor(
@@ -92,7 +98,12 @@ export class Composer {
     this.send.hidden = busy;
   }
 
-  /** Add the pickers' choices to a turn's request body. */
+  /** The knowledge-base list has loaded, or failed to (see `choicesReady`). */
+  knowledgeListed(): void {
+    this.choicesLoaded();
+  }
+
+  /** Add the pickers' choices to a turn's request body (after `choicesReady`). */
   addChoices(body: Record<string, unknown>): void {
     if (this.modelSelect.value && this.modelSelect.value !== "auto") body.model = this.modelSelect.value;
     if (!this.kbLabel.hidden) {

@@ -81,8 +81,9 @@ export class TurnRunner {
     this.composer.setBusy(true);
     if (!this.state.conversationId && !(await this.createConversation(content))) return;
     const turn = this.stage(content, opts, controller);
-    const { path, body } = this.request(turn);
     try {
+      await this.composer.choicesReady; // the pickers show the user's choices
+      const { path, body } = this.request(turn);
       await this.stream(turn, path, body);
     } catch (err) {
       this.settleFailure(turn, err);
